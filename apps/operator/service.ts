@@ -1,0 +1,698 @@
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { TypedDataDomain, Wallet } from 'ethers';
+import type { Logger } from 'pino';
+import type { Attestation, AttestationFigures } from './attestation';
+import {
+  attestationDigest,
+  attestationDomain,
+  attestationFromJson,
+  attestationToJson,
+  figuresFingerprint,
+  mapFigures,
+  signAttestation,
+} from './attestation';
+import type { Config } from './config';
+import type { JobLog } from './energy-log';
+import { RejectedError, RetryableError, StopRequestedError, describeError } from './errors';
+import type { NonceProvider } from './nonces';
+import { backoffDelayMs, withRetry } from './retry';
+import type { LogScanner } from './scanner';
+import type { PendingRevision, StateStore } from './state';
+import { revisionKey } from './state';
+import type { Acceptance, Submitter, TargetInfo } from './submitter';
+import { TelemetryStats } from './stats';
+
+/**
+ * The polling service: scan the logs, find due revisions, sign them, deliver them and
+ * record them, cycle after cycle.
+ *
+ * Revisions of one agent are delivered one at a time in nonce order, because the contract
+ * and the API refuse a nonce below one already accepted. Different agents proceed in
+ * parallel, up to TELEMETRY_CONCURRENCY, so that one block or one second carries many.
+ */
+
+/** A revision found in the logs that is newer than the last attested one. */
+interface DueRevision {
+  key: string;
+  log: JobLog;
+  figures: AttestationFigures;
+  fingerprint: string;
+  file: string;
+}
+
+/** One unit of work in a cycle: a revision already signed, or one still to sign. */
+type WorkItem = { kind: 'pending'; revision: PendingRevision } | { kind: 'due'; due: DueRevision };
+
+interface Backoff {
+  failures: number;
+  nextAttemptAtMs: number;
+}
+
+export interface CycleResult {
+  started: number;
+  accepted: number;
+  failed: number;
+  /** The batch cap was reached and more work is waiting: start the next cycle at once. */
+  capReached: boolean;
+}
+
+/** Longest wait between two attempts of a revision that keeps failing, across cycles. */
+const MAX_CYCLE_BACKOFF_MS = 15 * 60 * 1000;
+/** Longest wait between two connection attempts at start. */
+const MAX_CONNECT_DELAY_MS = 60 * 1000;
+/** A changed file usually comes with several events; they are gathered for this long. */
+const WATCH_DEBOUNCE_MS = 50;
+
+export interface ServiceDependencies {
+  config: Config;
+  logger: Logger;
+  state: StateStore;
+  scanner: LogScanner;
+  submitter: Submitter;
+  nonces: NonceProvider;
+  wallet: Wallet;
+  stats?: TelemetryStats;
+}
+
+export class TelemetryService {
+  readonly stats: TelemetryStats;
+  private readonly config: Config;
+  private readonly logger: Logger;
+  private readonly state: StateStore;
+  private readonly due = new Map<string, DueRevision>();
+  private readonly backoff = new Map<string, Backoff>();
+  private readonly warnedFigures = new Set<string>();
+  private readonly abort = new AbortController();
+  private domain: TypedDataDomain | undefined;
+  private target: TargetInfo | undefined;
+  private wake: (() => void) | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private changedSinceCycle = false;
+
+  constructor(private readonly deps: ServiceDependencies) {
+    this.config = deps.config;
+    this.logger = deps.logger;
+    this.state = deps.state;
+    this.stats = deps.stats ?? new TelemetryStats();
+  }
+
+  get stopping(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  /** Stops after the current step; deliveries in flight are left for the next start to reconcile. */
+  stop(): void {
+    this.abort.abort(new StopRequestedError());
+    this.wake?.();
+  }
+
+  /** Connects, reconciles what a previous run left in flight, then runs cycles until stopped. */
+  async run(options: { once?: boolean } = {}): Promise<CycleResult | undefined> {
+    if (this.target === undefined) await this.connect();
+    if (this.stopping) return undefined;
+    await this.reconcile();
+    if (this.config.watch && options.once !== true)
+      this.deps.scanner.watch(() => this.onFilesChanged());
+
+    let last: CycleResult | undefined;
+    try {
+      while (!this.stopping) {
+        last = await this.runCycle();
+        if (options.once === true && !last.capReached) break;
+        if (!last.capReached) await this.waitForNextCycle();
+      }
+    } finally {
+      this.deps.scanner.close();
+    }
+    return last;
+  }
+
+  /** Connects to the target, retrying with a growing delay for as long as it is unreachable. */
+  async connect(): Promise<TargetInfo | undefined> {
+    for (let attempt = 1; !this.stopping; attempt += 1) {
+      try {
+        this.target = await this.deps.submitter.connect();
+        this.domain = attestationDomain(this.target.chainId, this.config.oracleAddress);
+        await this.checkSigner();
+        this.stats.targetReachable = true;
+        return this.target;
+      } catch (error) {
+        if (!(error instanceof RetryableError)) throw error;
+        this.stats.targetReachable = false;
+        const delayMs = Math.min(
+          backoffDelayMs({ maxAttempts: 0, baseDelayMs: this.config.retryDelayMs }, attempt),
+          MAX_CONNECT_DELAY_MS,
+        );
+        this.logger.warn(
+          { attempt, retryInMs: delayMs, err: error.message },
+          'target not reachable yet; retrying',
+        );
+        await this.pause(delayMs);
+      }
+    }
+    return undefined;
+  }
+
+  get targetInfo(): TargetInfo | undefined {
+    return this.target;
+  }
+
+  /** Runs one cycle: scan, choose up to TELEMETRY_MAX_BATCH revisions, deliver them. */
+  async runCycle(): Promise<CycleResult> {
+    const startedAt = Date.now();
+    this.changedSinceCycle = false;
+    await this.scan(startedAt);
+
+    const work = this.chooseWork(startedAt);
+    const lanes = groupByUser(work.items);
+    let accepted = 0;
+    let failed = 0;
+
+    await runWithConcurrency(lanes, this.config.concurrency, async (lane) => {
+      for (const item of lane) {
+        if (this.stopping) return;
+        const ok = await this.process(item);
+        if (ok) accepted += 1;
+        else {
+          failed += 1;
+          return; // Later revisions of this agent wait, so that its nonces stay in order.
+        }
+      }
+    });
+
+    this.stats.recordCycle(Date.now() - startedAt, this.due.size + this.state.pending().length);
+    const result = { started: work.items.length, accepted, failed, capReached: work.capReached };
+    if (work.items.length > 0)
+      this.logger.debug({ ...result, durationMs: Date.now() - startedAt }, 'cycle finished');
+    return result;
+  }
+
+  /** Settles what a previous run left signed and possibly sent, before any new work. */
+  private async reconcile(): Promise<void> {
+    for (const revision of this.state.pending()) {
+      if (this.stopping) return;
+      const ids = revisionIds(revision);
+      try {
+        const inspection = await this.deps.submitter.inspect(revision);
+        if (inspection.state === 'accepted') {
+          await this.markDone(revision, inspection.acceptance, 0);
+          this.logger.info(
+            { ...ids },
+            'reconciled: the revision left in flight was accepted; recorded as done',
+          );
+        } else if (inspection.state === 'overtaken') {
+          this.logger.warn(
+            { ...ids, reason: inspection.reason },
+            'reconciled: nonce overtaken; the revision will be signed with a new nonce',
+          );
+        } else if (inspection.state === 'in-flight') {
+          this.logger.info(
+            { ...ids, reason: inspection.reason },
+            'reconciled: transaction still in flight; waiting for it',
+          );
+        } else {
+          this.logger.info(
+            { ...ids, reason: inspection.reason },
+            'reconciled: not accepted yet; sending the same attestation again',
+          );
+        }
+      } catch (error) {
+        this.logger.warn(
+          { ...ids, err: describeError(error) },
+          'reconciling a revision failed; it is retried in the next cycle',
+        );
+      }
+    }
+  }
+
+  private async scan(nowMs: number): Promise<void> {
+    const result = await this.deps.scanner.scan(nowMs);
+    for (const problem of result.problems) {
+      this.logger.warn({ path: problem.path }, problem.reason);
+    }
+
+    for (const scanned of result.changed) {
+      if (!scanned.outcome.ok) {
+        if (scanned.report) {
+          this.stats.recordSkip(scanned.outcome.skip.code);
+          this.logger.warn(
+            { file: scanned.file, reason: scanned.outcome.skip.code },
+            `log skipped: ${scanned.outcome.skip.reason}`,
+          );
+        }
+        continue;
+      }
+      this.consider(scanned.file, scanned.outcome.log);
+    }
+  }
+
+  /** Decides whether a parsed log is a new revision to attest. */
+  private consider(file: string, log: JobLog): void {
+    const key = revisionKey(log.agent, log.jobId);
+    const figures = mapFigures(log, this.config);
+    if (typeof figures === 'string') {
+      this.stats.recordSkip('invalid-number');
+      this.logger.warn({ file, reason: 'invalid-number' }, `log skipped: ${figures}`);
+      return;
+    }
+
+    const fingerprint = figuresFingerprint(figures);
+    const done = this.state.done(key);
+    const pending = this.state.pendingFor(key);
+    const ids = {
+      file,
+      agent: log.agent,
+      jobId: log.jobId.toString(),
+      lastUpdated: new Date(log.lastUpdatedMs).toISOString(),
+    };
+
+    if (done !== undefined && log.lastUpdatedMs <= done.lastUpdatedMs) {
+      this.due.delete(key);
+      this.warnIfDiverged(
+        ids,
+        done.lastUpdatedMs,
+        done.fingerprint,
+        log.lastUpdatedMs,
+        fingerprint,
+      );
+      return;
+    }
+    if (pending !== undefined && log.lastUpdatedMs <= pending.lastUpdatedMs) {
+      this.warnIfDiverged(
+        ids,
+        pending.lastUpdatedMs,
+        pending.fingerprint,
+        log.lastUpdatedMs,
+        fingerprint,
+      );
+      return;
+    }
+    this.due.set(key, { key, log, figures, fingerprint, file });
+  }
+
+  private warnIfDiverged(
+    ids: Record<string, string>,
+    attestedMs: number,
+    attestedFingerprint: string,
+    logMs: number,
+    fingerprint: string,
+  ): void {
+    const warning = `${ids.file}|${logMs}|${fingerprint}`;
+    if (this.warnedFigures.has(warning)) return;
+    if (logMs < attestedMs) {
+      this.warnedFigures.add(warning);
+      this.logger.warn(
+        { ...ids, attested: new Date(attestedMs).toISOString() },
+        'log is older than the revision already attested for this job; not sent',
+      );
+    } else if (fingerprint !== attestedFingerprint) {
+      this.warnedFigures.add(warning);
+      this.logger.warn(
+        ids,
+        'log figures changed but lastUpdated did not; the attested figures no longer match the log, and it is not sent again',
+      );
+    }
+  }
+
+  private chooseWork(nowMs: number): { items: WorkItem[]; capReached: boolean } {
+    const candidates: Array<{ item: WorkItem; lastUpdatedMs: number; key: string }> = [];
+    for (const revision of this.state.pending()) {
+      candidates.push({
+        item: { kind: 'pending', revision },
+        lastUpdatedMs: revision.lastUpdatedMs,
+        key: revision.key,
+      });
+    }
+    for (const due of this.due.values()) {
+      candidates.push({
+        item: { kind: 'due', due },
+        lastUpdatedMs: due.log.lastUpdatedMs,
+        key: due.key,
+      });
+    }
+
+    const ready = candidates.filter(
+      (candidate) => (this.backoff.get(candidate.key)?.nextAttemptAtMs ?? 0) <= nowMs,
+    );
+    ready.sort((a, b) => a.lastUpdatedMs - b.lastUpdatedMs);
+    const items = ready.slice(0, this.config.maxBatch).map((candidate) => candidate.item);
+    return { items, capReached: ready.length > this.config.maxBatch };
+  }
+
+  /** Delivers one revision with retries. Returns false when it is still pending afterwards. */
+  private async process(item: WorkItem): Promise<boolean> {
+    let revision: PendingRevision;
+    try {
+      revision = item.kind === 'pending' ? item.revision : await this.signNew(item.due);
+    } catch (error) {
+      return this.handleFailure(
+        item.kind === 'pending' ? item.revision.key : item.due.key,
+        undefined,
+        error,
+        0,
+      );
+    }
+
+    const ids = revisionIds(revision);
+    let attempts = 0;
+    try {
+      const acceptance = await withRetry(
+        { maxAttempts: this.config.maxRetries, baseDelayMs: this.config.retryDelayMs },
+        {
+          signal: this.abort.signal,
+          onRetry: (error, attempt, delayMs) => {
+            this.stats.retries += 1;
+            this.logger.warn(
+              { ...revisionIds(revision), attempt, retryInMs: delayMs, err: error.message },
+              'delivery failed; retrying',
+            );
+          },
+        },
+        async () => {
+          attempts += 1;
+          this.throwIfStopping();
+          revision = await this.refreshDeadline(revision);
+          try {
+            return await this.deps.submitter.deliver(revision, {
+              signal: this.abort.signal,
+              logger: this.logger.child(revisionIds(revision)),
+              recordTransaction: (tx) => this.state.recordTransaction(revision.key, tx),
+            });
+          } catch (error) {
+            revision = await this.repair(revision, error);
+            throw error instanceof RejectedError
+              ? new RetryableError(error.message, { cause: error })
+              : error;
+          }
+        },
+      );
+      await this.markDone(revision, acceptance, attempts);
+      return true;
+    } catch (error) {
+      if (this.stopping) {
+        this.logger.info(
+          ids,
+          'stopping: the revision in flight is left for the next start to reconcile',
+        );
+        return false;
+      }
+      return this.handleFailure(revision.key, revision, error, attempts);
+    }
+  }
+
+  /**
+   * Repairs a rejection the daemon can fix itself. A passed deadline gets a fresh deadline
+   * with the same nonce; a nonce that another attestation overtook gets a new nonce. Both
+   * are safe: the old signature can no longer be accepted. Any other error is rethrown.
+   */
+  private async repair(revision: PendingRevision, error: unknown): Promise<PendingRevision> {
+    if (!(error instanceof RejectedError)) return revision;
+    if (error.reason === 'deadline-passed') {
+      this.logger.warn(
+        { ...revisionIds(revision), err: error.message },
+        'deadline passed; signing again with a fresh deadline and the same nonce',
+      );
+      return this.resign(revision, BigInt(revision.attestation.nonce ?? '0'));
+    }
+    if (error.reason === 'nonce-used') {
+      const nonce = await this.deps.nonces.next(revision.user);
+      this.logger.warn(
+        { ...revisionIds(revision), newNonce: nonce.toString(), err: error.message },
+        'nonce overtaken by another attestation; signing again with a new nonce',
+      );
+      return this.resign(revision, nonce);
+    }
+    throw error;
+  }
+
+  /** Signs the same revision again before its deadline gets close, as long as nothing of it is in flight. */
+  private async refreshDeadline(revision: PendingRevision): Promise<PendingRevision> {
+    if (revision.tx !== undefined) return revision;
+    const now = await this.deps.submitter.currentTime();
+    const margin = BigInt(Math.max(60, Math.floor(this.config.deadlineBufferSec / 10)));
+    if (BigInt(revision.attestation.deadline ?? '0') - now > margin) return revision;
+    return this.resign(revision, BigInt(revision.attestation.nonce ?? '0'), now);
+  }
+
+  private async signNew(due: DueRevision): Promise<PendingRevision> {
+    const nonce = await this.deps.nonces.next(due.log.agent);
+    const revision = await this.sign(
+      {
+        key: due.key,
+        user: due.log.agent,
+        jobId: due.log.jobId.toString(),
+        lastUpdatedMs: due.log.lastUpdatedMs,
+        fingerprint: due.fingerprint,
+      },
+      due.figures,
+      nonce,
+    );
+    this.due.delete(due.key);
+    return revision;
+  }
+
+  private resign(revision: PendingRevision, nonce: bigint, now?: bigint): Promise<PendingRevision> {
+    const attestation = attestationFromJson(revision.attestation);
+    return this.sign(revision, attestation, nonce, now);
+  }
+
+  /**
+   * Signs a revision with a nonce and records it durably before anything is sent. Refuses
+   * when another revision already holds the user's nonce: two signatures for one nonce
+   * could pay for the wrong job.
+   */
+  private async sign(
+    ids: Pick<PendingRevision, 'key' | 'user' | 'jobId' | 'lastUpdatedMs' | 'fingerprint'>,
+    figures: AttestationFigures,
+    nonce: bigint,
+    now?: bigint,
+  ): Promise<PendingRevision> {
+    const holder = this.state.nonceHolder(ids.user, nonce.toString());
+    if (
+      holder !== undefined &&
+      (holder.key !== ids.key || holder.lastUpdatedMs !== ids.lastUpdatedMs)
+    ) {
+      this.logger.error(
+        {
+          agent: ids.user,
+          nonce: nonce.toString(),
+          holder: revisionIds(holder),
+          revision: { jobId: ids.jobId, lastUpdatedMs: ids.lastUpdatedMs },
+        },
+        'refusing to sign: another revision already holds this nonce',
+      );
+      throw new RetryableError(`nonce ${nonce} of ${ids.user} is held by job ${holder.jobId}`);
+    }
+
+    const domain = this.requireDomain();
+    const time = now ?? (await this.deps.submitter.currentTime());
+    const attestation: Attestation = {
+      ...figures,
+      nonce,
+      deadline: time + BigInt(this.config.deadlineBufferSec),
+    };
+    const signature = await signAttestation(this.deps.wallet, domain, attestation);
+    await this.state.recordSigned({
+      ...ids,
+      attestation: attestationToJson(attestation),
+      signature,
+      digest: attestationDigest(domain, attestation),
+      idempotencyKey: idempotencyKey(domain, ids, nonce),
+      signedAtMs: Date.now(),
+    });
+    const recorded = this.state.pendingFor(ids.key);
+    if (recorded === undefined)
+      throw new Error(`signed revision ${ids.key} is missing from the state`);
+    return recorded;
+  }
+
+  private async markDone(
+    revision: PendingRevision,
+    acceptance: Acceptance,
+    attempts: number,
+  ): Promise<void> {
+    await this.state.recordDone(revision.key, {
+      lastUpdatedMs: revision.lastUpdatedMs,
+      fingerprint: revision.fingerprint,
+      nonce: revision.attestation.nonce ?? '0',
+      reference: acceptance.reference,
+    });
+    this.backoff.delete(revision.key);
+    const current = this.due.get(revision.key);
+    if (current !== undefined && current.log.lastUpdatedMs <= revision.lastUpdatedMs)
+      this.due.delete(revision.key);
+
+    this.stats.accepted += 1;
+    this.logger.info(
+      {
+        ...revisionIds(revision),
+        epochId: revision.attestation.epochId,
+        attempts,
+        reference: acceptance.reference,
+        ...acceptance.details,
+      },
+      'attestation accepted',
+    );
+  }
+
+  private async handleFailure(
+    key: string,
+    revision: PendingRevision | undefined,
+    error: unknown,
+    attempts: number,
+  ): Promise<false> {
+    const previous = this.backoff.get(key);
+    const failures = (previous?.failures ?? 0) + 1;
+    const delayMs = Math.min(
+      backoffDelayMs(
+        { maxAttempts: 0, baseDelayMs: this.config.retryDelayMs },
+        this.config.maxRetries + failures - 1,
+      ),
+      MAX_CYCLE_BACKOFF_MS,
+    );
+    this.backoff.set(key, { failures, nextAttemptAtMs: Date.now() + delayMs });
+
+    const cause =
+      error instanceof RetryableError && error.cause instanceof RejectedError ? error.cause : error;
+    const message = describeError(cause);
+    if (cause instanceof RejectedError) this.stats.recordRejection(cause.reason);
+    else this.stats.failed += 1;
+
+    const fields = {
+      ...(revision ? revisionIds(revision) : { key }),
+      attempts,
+      failures,
+      retryInMs: delayMs,
+      err: message,
+    };
+    if (cause instanceof RejectedError) {
+      this.logger.error(
+        { ...fields, reason: cause.reason },
+        'attestation rejected; it stays pending and is tried again later',
+      );
+    } else {
+      this.logger.error(
+        fields,
+        'delivery failed after all attempts; it stays pending and is tried again later',
+      );
+    }
+
+    if (revision !== undefined) {
+      try {
+        await this.state.recordFailure(key, failures, message);
+      } catch (stateError) {
+        this.logger.error(
+          { key, err: describeError(stateError) },
+          'could not record the failure in the state file',
+        );
+      }
+    }
+    return false;
+  }
+
+  private async checkSigner(): Promise<void> {
+    const authorised = await this.deps.submitter.signerAuthorised();
+    this.stats.signerAuthorised = authorised;
+    if (authorised === false) {
+      this.logger.error(
+        { signer: this.deps.wallet.address },
+        'the signer is not authorised on the oracle; attestations will be rejected until governance calls setSigner for it',
+      );
+    }
+  }
+
+  private onFilesChanged(): void {
+    this.changedSinceCycle = true;
+    if (this.wakeTimer !== undefined) return;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wake?.();
+    }, WATCH_DEBOUNCE_MS);
+  }
+
+  private async waitForNextCycle(): Promise<void> {
+    if (this.changedSinceCycle || this.stopping) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, this.config.pollIntervalMs);
+      this.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+  }
+
+  private async pause(ms: number): Promise<void> {
+    try {
+      await sleep(ms, undefined, { signal: this.abort.signal });
+    } catch {
+      // Stop requested.
+    }
+  }
+
+  private throwIfStopping(): void {
+    if (this.stopping) throw new StopRequestedError();
+  }
+
+  private requireDomain(): TypedDataDomain {
+    if (this.domain === undefined) throw new RetryableError('not connected to the target yet');
+    return this.domain;
+  }
+}
+
+function revisionIds(revision: PendingRevision): Record<string, string> {
+  return {
+    agent: revision.user,
+    jobId: revision.jobId,
+    nonce: revision.attestation.nonce ?? '?',
+    lastUpdated: new Date(revision.lastUpdatedMs).toISOString(),
+  };
+}
+
+/**
+ * The API's Idempotency-Key: the same for every try of one revision with one nonce, and
+ * different for any other revision, target or nonce.
+ */
+function idempotencyKey(
+  domain: TypedDataDomain,
+  ids: Pick<PendingRevision, 'user' | 'jobId' | 'lastUpdatedMs'>,
+  nonce: bigint,
+): string {
+  const text = [
+    domain.chainId,
+    domain.verifyingContract,
+    ids.user,
+    ids.jobId,
+    ids.lastUpdatedMs,
+    nonce,
+  ].join(':');
+  return createHash('sha256').update(text).digest('hex');
+}
+
+function groupByUser(items: WorkItem[]): WorkItem[][] {
+  const lanes = new Map<string, WorkItem[]>();
+  for (const item of items) {
+    const user = item.kind === 'pending' ? item.revision.user : item.due.log.agent;
+    const lane = lanes.get(user) ?? [];
+    lane.push(item);
+    lanes.set(user, lane);
+  }
+  return [...lanes.values()];
+}
+
+async function runWithConcurrency<T>(
+  items: T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      if (item !== undefined) await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

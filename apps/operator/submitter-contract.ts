@@ -1,0 +1,566 @@
+import type { TransactionReceipt, Wallet } from 'ethers';
+import {
+  Contract,
+  FetchRequest,
+  JsonRpcProvider,
+  Network,
+  ZeroAddress,
+  isError,
+  keccak256,
+  verifyTypedData,
+} from 'ethers';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Attestation } from './attestation';
+import { ATTESTATION_TYPES, attestationDomain, attestationFromJson } from './attestation';
+import { RejectedError, RetryableError, describeError } from './errors';
+import type { RejectionReason } from './errors';
+import type { ContractNonceReader } from './nonces';
+import type { PendingRevision, TransactionRecord } from './state';
+import type { Acceptance, DeliveryContext, Inspection, Submitter, TargetInfo } from './submitter';
+
+/**
+ * Contract mode: deliver attestations by calling `verify(att, sig)` on the EnergyOracle.
+ *
+ * `verify` does not revert on a bad attestation: it returns the zero address and changes
+ * nothing. A mined transaction with status 1 therefore proves nothing by itself. Acceptance
+ * is proven by `nonces(user)` having reached the attestation's nonce in the block of our
+ * transaction, while a call of `verify` just before that block would have accepted it.
+ */
+
+export const ORACLE_ABI = [
+  'function verify((uint256 jobId,address user,int256 energy,uint256 degeneracy,uint256 epochId,uint8 role,uint256 nonce,uint256 deadline,uint256 uPre,uint256 uPost,uint256 value) att, bytes sig) returns (address)',
+  'function nonces(address user) view returns (uint256)',
+  'function isSigner(address account) view returns (bool)',
+];
+
+export interface ContractSubmitterOptions {
+  rpcUrl: string;
+  oracleAddress: string;
+  /** The configured chain id; the RPC must report the same one. */
+  expectedChainId: bigint | undefined;
+  confirmations: number;
+  requestTimeoutMs: number;
+  txTimeoutMs: number;
+  maxFeePerGasWei: bigint | undefined;
+  priorityFeePerGasWei: bigint | undefined;
+}
+
+/** How often a transaction's receipt is polled while waiting for it. */
+const RECEIPT_POLL_MS = 250;
+
+export class ContractSubmitter implements Submitter, ContractNonceReader {
+  private provider: JsonRpcProvider | undefined;
+  private oracle: Contract | undefined;
+  private chainId: bigint | undefined;
+  private nextAccountNonce: number | undefined;
+  private sendQueue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly options: ContractSubmitterOptions,
+    private readonly wallet: Wallet,
+  ) {}
+
+  async connect(): Promise<TargetInfo> {
+    const chainId = await this.fetchChainId();
+    const expected = this.options.expectedChainId;
+    if (expected !== undefined && expected !== chainId) {
+      throw new RetryableError(
+        `the RPC endpoint reports chain id ${chainId} but ENERGY_ORACLE_CHAIN_ID is ${expected}; ` +
+          'fix one of them (attestations signed for the wrong chain would be rejected)',
+      );
+    }
+
+    if (this.provider === undefined) {
+      const request = new FetchRequest(this.options.rpcUrl);
+      request.timeout = this.options.requestTimeoutMs;
+      this.provider = new JsonRpcProvider(request, Network.from(chainId), { staticNetwork: true });
+      this.oracle = new Contract(this.options.oracleAddress, ORACLE_ABI, this.provider);
+      this.chainId = chainId;
+    }
+
+    const code = await this.rpc(
+      () => this.requireProvider().getCode(this.options.oracleAddress),
+      'reading the oracle code',
+    );
+    if (code === '0x') {
+      throw new RetryableError(
+        `no contract at ENERGY_ORACLE_ADDRESS ${this.options.oracleAddress} on chain ${chainId}; check the address and the RPC endpoint`,
+      );
+    }
+    return {
+      chainId,
+      target: `${redactUrl(this.options.rpcUrl)} oracle ${this.options.oracleAddress}`,
+    };
+  }
+
+  async currentTime(): Promise<bigint> {
+    const block = await this.rpc(
+      () => this.requireProvider().getBlock('latest'),
+      'reading the latest block',
+    );
+    if (block === null) throw new RetryableError('the RPC endpoint returned no latest block');
+    return BigInt(block.timestamp);
+  }
+
+  async signerAuthorised(): Promise<boolean> {
+    return this.rpc(
+      () => this.callOracle<boolean>('isSigner', [this.wallet.address]),
+      'reading isSigner',
+    );
+  }
+
+  async acceptedNonce(user: string, blockTag?: number): Promise<bigint> {
+    return this.rpc(
+      () => this.callOracle<bigint>('nonces', [user], blockTag),
+      'reading nonces(user)',
+    );
+  }
+
+  async inspect(revision: PendingRevision): Promise<Inspection> {
+    const attestation = attestationFromJson(revision.attestation);
+    const provider = this.requireProvider();
+
+    if (revision.tx !== undefined) {
+      const receipt = await this.rpc(
+        () => provider.getTransactionReceipt(revision.tx!.txHash),
+        'reading a receipt',
+      );
+      if (receipt !== null) return this.judgeReceipt(attestation, revision.signature, receipt);
+
+      const transaction = await this.rpc(
+        () => provider.getTransaction(revision.tx!.txHash),
+        'reading a transaction',
+      );
+      if (transaction !== null)
+        return {
+          state: 'in-flight',
+          reason: `transaction ${revision.tx.txHash} is waiting to be mined`,
+        };
+    }
+
+    const accepted = await this.acceptedNonce(attestation.user);
+    if (accepted >= attestation.nonce) {
+      return {
+        state: 'overtaken',
+        reason: `nonces(user) is ${accepted}, at or above this attestation's nonce ${attestation.nonce}, and no transaction of ours carried it`,
+      };
+    }
+    return {
+      state: 'not-accepted',
+      reason: `nonces(user) is ${accepted}, below this attestation's nonce ${attestation.nonce}`,
+    };
+  }
+
+  async deliver(revision: PendingRevision, context: DeliveryContext): Promise<Acceptance> {
+    const inspection = await this.inspect(revision);
+    if (inspection.state === 'accepted') return inspection.acceptance;
+    if (inspection.state === 'overtaken') throw new RejectedError('nonce-used', inspection.reason);
+
+    let tx = revision.tx;
+    if (inspection.state !== 'in-flight' || tx === undefined) {
+      const attestation = attestationFromJson(revision.attestation);
+      await this.preflight(attestation, revision.signature);
+      tx = await this.broadcast(attestation, revision.signature, context);
+    }
+
+    const receipt = await this.waitForReceipt(tx, context);
+    const judged = await this.judgeReceipt(
+      attestationFromJson(revision.attestation),
+      revision.signature,
+      receipt,
+    );
+    if (judged.state === 'accepted') return judged.acceptance;
+    if (judged.state === 'in-flight') throw new RetryableError(judged.reason);
+    throw judged.state === 'overtaken'
+      ? new RejectedError('nonce-used', judged.reason)
+      : new RetryableError(
+          `transaction ${tx.txHash} was mined but did not carry the attestation: ${judged.reason}`,
+        );
+  }
+
+  async close(): Promise<void> {
+    this.provider?.destroy();
+    this.provider = undefined;
+    return Promise.resolve();
+  }
+
+  /**
+   * Runs `verify` as a call first: the zero address means the contract would reject the
+   * attestation, and sending it would only burn gas.
+   */
+  private async preflight(attestation: Attestation, signature: string): Promise<void> {
+    const signer = await this.rpc(
+      () => this.callOracle<string>('verify', [attestation, signature], undefined, true),
+      'simulating verify',
+    );
+    if (signer !== ZeroAddress) return;
+    const reason = await this.diagnose(attestation, signature);
+    throw new RejectedError(
+      reason.code,
+      `the oracle would reject the attestation: ${reason.message}`,
+    );
+  }
+
+  /** Finds which of the contract's three rules rejected an attestation, by reading the chain. */
+  private async diagnose(
+    attestation: Attestation,
+    signature: string,
+    blockTag?: number,
+  ): Promise<{ code: RejectionReason; message: string }> {
+    const accepted = await this.acceptedNonce(attestation.user, blockTag);
+    if (attestation.nonce <= accepted) {
+      return {
+        code: 'nonce-used',
+        message: `nonce ${attestation.nonce} is not above nonces(user) = ${accepted}`,
+      };
+    }
+
+    const block = await this.rpc(
+      () => this.requireProvider().getBlock(blockTag ?? 'latest'),
+      'reading a block',
+    );
+    if (block !== null && attestation.deadline < BigInt(block.timestamp)) {
+      return {
+        code: 'deadline-passed',
+        message: `deadline ${attestation.deadline} is before block time ${block.timestamp}`,
+      };
+    }
+
+    const domain = attestationDomain(this.chainId ?? 0n, this.options.oracleAddress);
+    const recovered = verifyTypedData(domain, ATTESTATION_TYPES, attestation, signature);
+    const authorised = await this.rpc(
+      () => this.callOracle<boolean>('isSigner', [recovered], blockTag),
+      'reading isSigner',
+    );
+    if (!authorised) {
+      return {
+        code: 'signer-not-authorised',
+        message: `signer ${recovered} is not authorised on the oracle; ask its governance to call setSigner(${recovered}, true)`,
+      };
+    }
+    return {
+      code: 'unexpected-status',
+      message: 'verify returned the zero address for no reason the daemon can see',
+    };
+  }
+
+  /**
+   * Decides what a mined transaction did. Accepted means: status 1, `nonces(user)` at or
+   * above our nonce in that block, and `verify` would have accepted the attestation at the
+   * end of the block before, so the nonce moved because of this attestation.
+   */
+  private async judgeReceipt(
+    attestation: Attestation,
+    signature: string,
+    receipt: TransactionReceipt,
+  ): Promise<Inspection> {
+    if (receipt.status !== 1) {
+      return { state: 'not-accepted', reason: `transaction ${receipt.hash} reverted` };
+    }
+
+    const head = await this.rpc(
+      () => this.requireProvider().getBlockNumber(),
+      'reading the block number',
+    );
+    const confirmations = head - receipt.blockNumber + 1;
+    if (confirmations < this.options.confirmations) {
+      return {
+        state: 'in-flight',
+        reason: `transaction ${receipt.hash} has ${confirmations} of ${this.options.confirmations} confirmations`,
+      };
+    }
+
+    const acceptedAfter = await this.acceptedNonce(attestation.user, receipt.blockNumber);
+    if (acceptedAfter < attestation.nonce) {
+      const reason = await this.diagnose(attestation, signature, receipt.blockNumber);
+      return { state: 'not-accepted', reason: reason.message };
+    }
+
+    const before = await this.rpc(
+      () =>
+        this.callOracle<string>('verify', [attestation, signature], receipt.blockNumber - 1, true),
+      'simulating verify before the block',
+    );
+    if (before === ZeroAddress) {
+      return {
+        state: 'overtaken',
+        reason: `nonces(user) passed ${attestation.nonce} in block ${receipt.blockNumber}, but not through this attestation`,
+      };
+    }
+
+    return {
+      state: 'accepted',
+      acceptance: {
+        reference: receipt.hash,
+        details: { blockNumber: receipt.blockNumber, gasUsed: receipt.gasUsed.toString() },
+      },
+    };
+  }
+
+  /**
+   * Signs and broadcasts a transaction. Sends are queued so that account nonces go out in
+   * order. The transaction is recorded in the state before the broadcast, so a crash right
+   * after it still leaves the hash to look for.
+   */
+  private broadcast(
+    attestation: Attestation,
+    signature: string,
+    context: DeliveryContext,
+  ): Promise<TransactionRecord> {
+    const send = this.sendQueue.then(() => this.signAndSend(attestation, signature, context));
+    this.sendQueue = send.catch(() => undefined);
+    return send;
+  }
+
+  private async signAndSend(
+    attestation: Attestation,
+    signature: string,
+    context: DeliveryContext,
+  ): Promise<TransactionRecord> {
+    const provider = this.requireProvider();
+    const data = this.requireOracle().interface.encodeFunctionData('verify', [
+      attestation,
+      signature,
+    ]);
+
+    for (let attempt = 1; attempt <= 3; attempt += 1) {
+      const accountNonce = await this.allocateAccountNonce();
+      const request = await this.transactionRequest(data, accountNonce);
+      const rawTx = await this.wallet.signTransaction(request);
+      const record: TransactionRecord = { txHash: keccak256(rawTx), rawTx, accountNonce };
+      await context.recordTransaction(record);
+
+      try {
+        await provider.broadcastTransaction(rawTx);
+        this.nextAccountNonce = accountNonce + 1;
+        return record;
+      } catch (error) {
+        const kind = classifySendError(error);
+        if (kind === 'already-known') {
+          this.nextAccountNonce = accountNonce + 1;
+          return record;
+        }
+        this.nextAccountNonce = undefined;
+        if (kind === 'nonce-taken') {
+          context.logger.warn(
+            { accountNonce, err: describeError(error) },
+            'account nonce already used; reading it from the chain again',
+          );
+          continue;
+        }
+        if (kind === 'insufficient-funds') {
+          throw new RetryableError(
+            `the signer account ${this.wallet.address} cannot pay for gas; fund it`,
+            { cause: error },
+          );
+        }
+        throw new RetryableError(`broadcasting the transaction failed: ${describeError(error)}`, {
+          cause: error,
+        });
+      }
+    }
+    throw new RetryableError(
+      'no free account nonce after three tries; another process may be sending from the signer account',
+    );
+  }
+
+  /** The account nonce comes from the chain (pending) at start and after any send error. */
+  private async allocateAccountNonce(): Promise<number> {
+    if (this.nextAccountNonce === undefined) {
+      const provider = this.requireProvider();
+      this.nextAccountNonce = await this.rpc(
+        () => provider.getTransactionCount(this.wallet.address, 'pending'),
+        'reading the account nonce',
+      );
+    }
+    return this.nextAccountNonce;
+  }
+
+  private async transactionRequest(data: string, accountNonce: number) {
+    const provider = this.requireProvider();
+    const to = this.options.oracleAddress;
+    const [gas, fees] = await Promise.all([
+      this.rpc(
+        () => provider.estimateGas({ from: this.wallet.address, to, data }),
+        'estimating gas',
+      ),
+      this.rpc(() => provider.getFeeData(), 'reading fees'),
+    ]);
+    const gasLimit = (gas * 125n) / 100n;
+    const base = { to, data, nonce: accountNonce, gasLimit, chainId: this.chainId };
+
+    if (fees.maxFeePerGas === null) {
+      return {
+        ...base,
+        type: 0,
+        gasPrice: capped(fees.gasPrice ?? 0n, this.options.maxFeePerGasWei),
+      };
+    }
+    const maxPriorityFeePerGas =
+      this.options.priorityFeePerGasWei ?? fees.maxPriorityFeePerGas ?? 0n;
+    const maxFeePerGas = capped(fees.maxFeePerGas, this.options.maxFeePerGasWei);
+    return {
+      ...base,
+      type: 2,
+      maxFeePerGas,
+      maxPriorityFeePerGas:
+        maxPriorityFeePerGas > maxFeePerGas ? maxFeePerGas : maxPriorityFeePerGas,
+    };
+  }
+
+  /**
+   * Polls for the receipt and its confirmations, for at most TELEMETRY_TX_TIMEOUT_MS. A
+   * receipt that disappears again was removed by a re-org: the same signed transaction is
+   * broadcast again. A transaction not mined in time is broadcast again before giving up
+   * this attempt.
+   */
+  private async waitForReceipt(
+    tx: TransactionRecord,
+    context: DeliveryContext,
+  ): Promise<TransactionReceipt> {
+    const provider = this.requireProvider();
+    const giveUpAt = Date.now() + this.options.txTimeoutMs;
+    let seenInBlock: number | undefined;
+
+    while (Date.now() < giveUpAt) {
+      const receipt = await this.rpc(
+        () => provider.getTransactionReceipt(tx.txHash),
+        'reading a receipt',
+      );
+      if (receipt !== null) {
+        seenInBlock = receipt.blockNumber;
+        const head = await this.rpc(() => provider.getBlockNumber(), 'reading the block number');
+        if (head - receipt.blockNumber + 1 >= this.options.confirmations) return receipt;
+      } else if (seenInBlock !== undefined) {
+        context.logger.warn(
+          { txHash: tx.txHash, block: seenInBlock },
+          'transaction left the chain in a re-org; broadcasting it again',
+        );
+        seenInBlock = undefined;
+        await this.rebroadcast(tx, context);
+      }
+      await sleep(RECEIPT_POLL_MS, undefined, { signal: context.signal });
+    }
+
+    await this.rebroadcast(tx, context);
+    throw new RetryableError(
+      `transaction ${tx.txHash} was not mined within ${this.options.txTimeoutMs} ms; broadcast it again`,
+    );
+  }
+
+  private async rebroadcast(tx: TransactionRecord, context: DeliveryContext): Promise<void> {
+    try {
+      await this.requireProvider().broadcastTransaction(tx.rawTx);
+    } catch (error) {
+      const kind = classifySendError(error);
+      if (kind !== 'already-known' && kind !== 'nonce-taken') {
+        context.logger.warn(
+          { txHash: tx.txHash, err: describeError(error) },
+          'broadcasting the transaction again failed',
+        );
+      }
+    }
+  }
+
+  private async callOracle<T>(
+    method: string,
+    args: unknown[],
+    blockTag?: number,
+    asCall = false,
+  ): Promise<T> {
+    const fn = this.requireOracle().getFunction(method);
+    const overrides = { blockTag, ...(asCall ? { from: this.wallet.address } : {}) };
+    return (await (asCall
+      ? fn.staticCall(...args, overrides)
+      : fn.staticCall(...args, overrides))) as T;
+  }
+
+  /** Reads `eth_chainId` with a plain request, so that an RPC that is down fails fast. */
+  private async fetchChainId(): Promise<bigint> {
+    let response: Response;
+    try {
+      response = await fetch(this.options.rpcUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+        signal: AbortSignal.timeout(this.options.requestTimeoutMs),
+      });
+    } catch (error) {
+      const cause = (error as { cause?: { code?: string } }).cause?.code ?? describeError(error);
+      throw new RetryableError(
+        `the RPC endpoint ${redactUrl(this.options.rpcUrl)} is unreachable (${cause})`,
+      );
+    }
+    const body = (await response.json().catch(() => ({}))) as { result?: string };
+    if (!response.ok || typeof body.result !== 'string') {
+      throw new RetryableError(
+        `the RPC endpoint ${redactUrl(this.options.rpcUrl)} answered ${response.status} to eth_chainId`,
+      );
+    }
+    return BigInt(body.result);
+  }
+
+  /** Runs one RPC call and turns any failure into a RetryableError naming the step. */
+  private async rpc<T>(call: () => Promise<T>, step: string): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      if (error instanceof RetryableError || error instanceof RejectedError) throw error;
+      throw new RetryableError(`${step} failed: ${shortRpcError(error)}`, { cause: error });
+    }
+  }
+
+  private requireProvider(): JsonRpcProvider {
+    if (this.provider === undefined)
+      throw new RetryableError('not connected to the RPC endpoint yet');
+    return this.provider;
+  }
+
+  private requireOracle(): Contract {
+    if (this.oracle === undefined)
+      throw new RetryableError('not connected to the RPC endpoint yet');
+    return this.oracle;
+  }
+}
+
+type SendErrorKind = 'already-known' | 'nonce-taken' | 'insufficient-funds' | 'other';
+
+/**
+ * Classifies a broadcast error. ethers 6 maps "nonce too low" to NONCE_EXPIRED and
+ * "replacement transaction underpriced" to REPLACEMENT_UNDERPRICED; "already known" (geth,
+ * anvil) has no code, so its text is matched here and nowhere else.
+ */
+export function classifySendError(error: unknown): SendErrorKind {
+  if (isError(error, 'NONCE_EXPIRED') || isError(error, 'REPLACEMENT_UNDERPRICED'))
+    return 'nonce-taken';
+  if (isError(error, 'INSUFFICIENT_FUNDS')) return 'insufficient-funds';
+  const text = JSON.stringify((error as { info?: unknown })?.info ?? '') + describeError(error);
+  if (/already known|already imported|known transaction/i.test(text)) return 'already-known';
+  if (/nonce too low/i.test(text)) return 'nonce-taken';
+  return 'other';
+}
+
+function capped(value: bigint, cap: bigint | undefined): bigint {
+  return cap !== undefined && value > cap ? cap : value;
+}
+
+/** ethers error messages embed the whole request; keep the first sentence. */
+function shortRpcError(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  const message = describeError(error).split(' (')[0] ?? '';
+  return code === undefined ? message : `${code}: ${message}`;
+}
+
+/** Hides credentials that RPC providers put in the URL's user info. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.username !== '' || parsed.password !== '') {
+      parsed.username = '***';
+      parsed.password = '';
+    }
+    return parsed.toString();
+  } catch {
+    return '(invalid URL)';
+  }
+}
