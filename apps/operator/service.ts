@@ -431,7 +431,14 @@ export class TelemetryService {
     if (revision.tx !== undefined) return revision;
     const now = await this.deps.submitter.currentTime();
     const margin = BigInt(Math.max(60, Math.floor(this.config.deadlineBufferSec / 10)));
-    if (BigInt(revision.attestation.deadline ?? '0') - now > margin) return revision;
+    const deadline = BigInt(revision.attestation.deadline ?? '0');
+    if (deadline - now > margin) return revision;
+    this.logger.warn(
+      { ...revisionIds(revision), deadline: deadline.toString(), now: now.toString() },
+      deadline < now
+        ? 'deadline passed; signing again with a fresh deadline and the same nonce'
+        : 'deadline close; signing again with a fresh deadline and the same nonce',
+    );
     return this.resign(revision, BigInt(revision.attestation.nonce ?? '0'), now);
   }
 
