@@ -89,6 +89,7 @@ export class TelemetryService {
   private wake: (() => void) | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private changedSinceCycle = false;
+  private readonly progress = new BacklogProgress();
 
   constructor(private readonly deps: ServiceDependencies) {
     this.config = deps.config;
@@ -119,7 +120,7 @@ export class TelemetryService {
     try {
       while (!this.stopping) {
         last = await this.runCycle();
-        if (options.once === true && !last.capReached) break;
+        if (options.once === true) break;
         if (!last.capReached) await this.waitForNextCycle();
       }
     } finally {
@@ -158,6 +159,38 @@ export class TelemetryService {
     return this.target;
   }
 
+  /**
+   * Signs what is due and hands each attestation to `print`, without sending anything or
+   * writing state. Nonces continue from what the state file and the chain show.
+   */
+  async dryRun(print: (line: Record<string, unknown>) => void): Promise<number> {
+    this.target = await this.deps.submitter.connect();
+    this.domain = attestationDomain(this.target.chainId, this.config.oracleAddress);
+    const domain = this.domain;
+    await this.scan(Date.now());
+
+    const nextNonce = new Map<string, bigint>();
+    const due = [...this.due.values()].sort((a, b) => a.log.lastUpdatedMs - b.log.lastUpdatedMs);
+    const now = await this.deps.submitter.currentTime();
+    for (const revision of due) {
+      const user = revision.log.agent;
+      const nonce = nextNonce.get(user) ?? (await this.deps.nonces.next(user));
+      nextNonce.set(user, nonce + 1n);
+      const attestation: Attestation = {
+        ...revision.figures,
+        nonce,
+        deadline: now + BigInt(this.config.deadlineBufferSec),
+      };
+      print({
+        file: revision.file,
+        attestation: attestationToJson(attestation),
+        signature: await signAttestation(this.deps.wallet, domain, attestation),
+        digest: attestationDigest(domain, attestation),
+      });
+    }
+    return due.length;
+  }
+
   /** Runs one cycle: scan, choose up to TELEMETRY_MAX_BATCH revisions, deliver them. */
   async runCycle(): Promise<CycleResult> {
     const startedAt = Date.now();
@@ -181,7 +214,10 @@ export class TelemetryService {
       }
     });
 
-    this.stats.recordCycle(Date.now() - startedAt, this.due.size + this.state.pending().length);
+    const backlog = this.due.size + this.state.pending().length;
+    this.stats.recordCycle(Date.now() - startedAt, backlog);
+    this.state.noteCycle(Date.now());
+    this.progress.update(backlog, accepted, this.logger);
     const result = { started: work.items.length, accepted, failed, capReached: work.capReached };
     if (work.items.length > 0)
       this.logger.debug({ ...result, durationMs: Date.now() - startedAt }, 'cycle finished');
@@ -702,4 +738,53 @@ async function runWithConcurrency<T>(
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** How often a backlog's progress is logged while it drains. */
+const PROGRESS_INTERVAL_MS = 10_000;
+
+/**
+ * Logs a draining backlog's progress (done of total, rate, time left) at a steady interval
+ * instead of once per attestation.
+ */
+class BacklogProgress {
+  private startedAtMs = 0;
+  private total = 0;
+  private done = 0;
+  private lastLogAtMs = 0;
+
+  update(remaining: number, acceptedThisCycle: number, logger: Logger): void {
+    const now = Date.now();
+    if (remaining === 0) {
+      if (this.total > 0 && this.done > 0 && now - this.startedAtMs >= PROGRESS_INTERVAL_MS) {
+        logger.info(
+          { done: this.done, seconds: Math.round((now - this.startedAtMs) / 1000) },
+          'backlog drained',
+        );
+      }
+      this.total = 0;
+      this.done = 0;
+      return;
+    }
+    if (this.total === 0) {
+      this.startedAtMs = now;
+      this.lastLogAtMs = now;
+    }
+    this.done += acceptedThisCycle;
+    this.total = this.done + remaining;
+    if (now - this.lastLogAtMs < PROGRESS_INTERVAL_MS) return;
+
+    this.lastLogAtMs = now;
+    const ratePerSec = this.done / Math.max((now - this.startedAtMs) / 1000, 0.001);
+    const secondsLeft = ratePerSec > 0 ? Math.round(remaining / ratePerSec) : undefined;
+    logger.info(
+      {
+        done: this.done,
+        total: this.total,
+        ratePerSec: Number(ratePerSec.toFixed(2)),
+        secondsLeft,
+      },
+      'backlog progress',
+    );
+  }
 }

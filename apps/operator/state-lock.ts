@@ -8,10 +8,12 @@ import { StateError, StateLockedError } from './errors';
  * STALE_AFTER_MS (another host sharing the volume), is taken over.
  */
 
-interface LockOwner {
+export interface LockOwner {
   pid: number;
   hostname: string;
   startedAt: string;
+  /** ISO time of the owner's last finished cycle. */
+  lastCycleAt?: string | undefined;
 }
 
 const HEARTBEAT_MS = 10_000;
@@ -19,6 +21,7 @@ const STALE_AFTER_MS = 60_000;
 
 export class StateLock {
   private heartbeat: NodeJS.Timeout | undefined;
+  private lastCycleAt: string | undefined;
 
   private constructor(readonly lockFile: string) {}
 
@@ -76,21 +79,37 @@ export class StateLock {
     }
   }
 
+  noteCycle(atMs: number): void {
+    this.lastCycleAt = new Date(atMs).toISOString();
+  }
+
+  /** Rewrites the lock with a fresh heartbeat and the last cycle time. */
   private touch(): void {
+    const owner = readOwner(this.lockFile);
+    if (owner === undefined || !isSelf(owner)) return;
     try {
-      const now = new Date();
-      fs.utimesSync(this.lockFile, now, now);
+      const claim = `${this.lockFile}.${process.pid}`;
+      fs.writeFileSync(claim, JSON.stringify({ ...owner, lastCycleAt: this.lastCycleAt }), {
+        mode: 0o600,
+      });
+      fs.renameSync(claim, this.lockFile);
     } catch {
       // A missing lock file is noticed by the next daemon that starts; nothing to do here.
     }
   }
 }
 
-function readOwner(lockFile: string): LockOwner | undefined {
+/** Reads who owns a state file, if anyone; for `status`. */
+export function readOwner(lockFile: string): LockOwner | undefined {
   try {
     const parsed = JSON.parse(fs.readFileSync(lockFile, 'utf8')) as Partial<LockOwner>;
     if (typeof parsed.pid !== 'number' || typeof parsed.hostname !== 'string') return undefined;
-    return { pid: parsed.pid, hostname: parsed.hostname, startedAt: String(parsed.startedAt) };
+    return {
+      ...parsed,
+      pid: parsed.pid,
+      hostname: parsed.hostname,
+      startedAt: String(parsed.startedAt),
+    };
   } catch {
     return undefined;
   }

@@ -91,7 +91,7 @@ export class StateStore {
 
   private constructor(
     readonly file: string,
-    private readonly lock: StateLock,
+    private readonly lock: StateLock | undefined,
     private readonly logger: Logger,
   ) {}
 
@@ -105,13 +105,61 @@ export class StateStore {
     const lock = StateLock.acquire(file);
     try {
       const store = new StateStore(file, lock, logger);
-      store.load();
-      await store.compact();
+      const loaded = store.load();
+      if (loaded === undefined || store.isBloated()) await store.compact();
+      else await store.openForAppend(loaded.validBytes);
       return store;
     } catch (error) {
       lock.release();
       throw error;
     }
+  }
+
+  /**
+   * Loads a state file without taking ownership, for `status` and `--dry-run` while a
+   * daemon may be running. Nothing is written.
+   */
+  static readOnly(file: string, logger: Logger): StateStore {
+    const store = new StateStore(file, undefined, logger);
+    store.load();
+    return store;
+  }
+
+  /** Every journal line about one job still in the file (compaction keeps only the latest). */
+  static history(file: string, key: string): Array<Record<string, unknown>> {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      return [];
+    }
+    const records: Array<Record<string, unknown>> = [];
+    for (const line of text.split('\n')) {
+      if (!line.includes(key)) continue;
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        const rev = record.rev as { key?: string } | undefined;
+        if (record.key === key || rev?.key === key) records.push(record);
+      } catch {
+        // A torn last line; `open` reports it.
+      }
+    }
+    return records;
+  }
+
+  /** Every job's last accepted revision. */
+  doneJobsEntries(): IterableIterator<[string, DoneJob]> {
+    return this.doneJobs.entries();
+  }
+
+  /** Every user's last nonce. */
+  nonceEntries(): IterableIterator<[string, bigint]> {
+    return this.lastNonces.entries();
+  }
+
+  /** Stores the time of the last finished cycle in the lock file, where `status` reads it. */
+  noteCycle(atMs: number): void {
+    this.lock?.noteCycle(atMs);
   }
 
   done(key: string): DoneJob | undefined {
@@ -164,15 +212,16 @@ export class StateStore {
     while (this.flushing !== undefined) await this.flushing;
     await this.handle?.close();
     this.handle = undefined;
-    this.lock.release();
+    this.lock?.release();
   }
 
-  private load(): void {
+  /** Loads the journal. Returns undefined when there is no file yet or its tail was torn. */
+  private load(): { validBytes: number } | undefined {
     let text: string;
     try {
       text = fs.readFileSync(this.file, 'utf8');
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw new StateError(
         `the state file ${this.file} cannot be read: ${(error as Error).message}`,
       );
@@ -196,6 +245,19 @@ export class StateStore {
     }
 
     lines.forEach((line, index) => this.applyLine(line, index + 1));
+    this.lineCount = lines.length;
+    const torn = tornTail !== undefined && tornTail !== '';
+    return torn ? undefined : { validBytes: Buffer.byteLength(text) };
+  }
+
+  private async openForAppend(validBytes: number): Promise<void> {
+    this.handle = await fs.promises.open(this.file, 'a', 0o600);
+    this.size = validBytes;
+  }
+
+  private isBloated(): boolean {
+    const live = 1 + this.lastNonces.size + this.doneJobs.size + 3 * this.pendingRevisions.size;
+    return this.lineCount >= 2 * live + COMPACT_SLACK_LINES;
   }
 
   private applyLine(line: string, lineNumber: number): void {
@@ -401,8 +463,7 @@ export class StateStore {
   }
 
   private async compactIfBloated(): Promise<void> {
-    const live = 1 + this.lastNonces.size + this.doneJobs.size + 3 * this.pendingRevisions.size;
-    if (this.lineCount < 2 * live + COMPACT_SLACK_LINES) return;
+    if (!this.isBloated()) return;
     try {
       await this.compact();
     } catch (error) {

@@ -109,6 +109,14 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     );
   }
 
+  /** The signer account's balance in wei, which pays for gas. */
+  async signerBalance(): Promise<bigint> {
+    return this.rpc(
+      () => this.requireProvider().getBalance(this.wallet.address),
+      'reading the signer balance',
+    );
+  }
+
   async acceptedNonce(user: string, blockTag?: number): Promise<bigint> {
     return this.rpc(
       () => this.callOracle<bigint>('nonces', [user], blockTag),

@@ -1,42 +1,70 @@
 #!/usr/bin/env node
 import type { Logger } from 'pino';
+import { HELP, packageVersion, parseCli } from './cli';
+import type { CliOptions } from './cli';
+import { formatChecks, runChecks } from './check';
 import type { Config } from './config';
-import { loadConfig } from './config';
-import { createDaemon } from './daemon';
+import { loadConfig, mergeSettings, readDotenv } from './config';
+import { createDaemon, createSubmitter } from './daemon';
 import { ConfigError, StateError, StateLockedError, describeError } from './errors';
 import { createLogger } from './logger';
+import { LogScanner } from './scanner';
+import { TelemetryService } from './service';
 import { describeSignerSource, loadSigner } from './signer';
+import { StateStore } from './state';
+import { buildStatus, formatStatus, traceJob } from './status';
 
 /**
- * Entry point. Exit codes: 0 after a clean stop, 1 on an unexpected crash, 65 when the
- * state file cannot be trusted, 75 when another daemon owns the state file, 78 for
- * invalid configuration (supervisors should not restart on 65 or 78).
+ * Entry point. Exit codes: 0 after a clean stop, 1 on a crash or a failed `--once` or
+ * `check`, 65 when the state file cannot be trusted, 75 when another daemon owns the state
+ * file, 78 for invalid configuration (supervisors should not restart on 65 or 78).
  */
 
-export const EXIT_CONFIG = 78;
+export const EXIT_FAILURE = 1;
 export const EXIT_STATE = 65;
 export const EXIT_LOCKED = 75;
+export const EXIT_CONFIG = 78;
 
 /** A stop must finish within this time; supervisors are told to wait longer (10 s or more). */
 const STOP_DEADLINE_MS = 8000;
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  const once = args.includes('--once');
+  const cli = parseCli(args);
+
+  if (cli.command === 'help') {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  if (cli.command === 'version') {
+    process.stdout.write(`operator-telemetry ${packageVersion()}\n`);
+    return 0;
+  }
+  if (cli.unknown.length > 0) {
+    process.stderr.write(
+      `unknown arguments: ${cli.unknown.join(' ')}\nrun with --help for usage\n`,
+    );
+    return EXIT_CONFIG;
+  }
+  if (cli.command === 'status') return status(args, cli);
 
   let config: Config;
   let unknown: string[];
   try {
     ({ config, unknown } = loadConfig(args));
   } catch (error) {
-    if (error instanceof ConfigError) {
+    if (!(error instanceof ConfigError)) throw error;
+    if (cli.command === 'check') {
+      process.stdout.write(
+        `${error.problems.map((problem) => `FAIL  configuration      ${problem}`).join('\n')}\n`,
+      );
+    } else {
       createLogger('info').fatal(
         { problems: error.problems },
         `${error.message}\nfix the variables above and start again`,
       );
-      return EXIT_CONFIG;
     }
-    throw error;
+    return EXIT_CONFIG;
   }
 
   const logger = createLogger(config.logLevel);
@@ -48,21 +76,100 @@ async function main(): Promise<number> {
   }
 
   try {
-    return await runDaemon(config, logger, once);
+    if (cli.command === 'check') return await check(config, unknown);
+    if (cli.dryRun) return await dryRun(config, logger);
+    return await runDaemon(config, logger, cli.once);
   } catch (error) {
-    if (error instanceof ConfigError) {
-      logger.fatal({ problems: error.problems }, error.message);
-      return EXIT_CONFIG;
+    return exitCodeFor(error, config, logger);
+  }
+}
+
+function exitCodeFor(error: unknown, config: Config, logger: Logger): number {
+  if (error instanceof ConfigError) {
+    logger.fatal({ problems: error.problems }, error.message);
+    return EXIT_CONFIG;
+  }
+  if (error instanceof StateLockedError) {
+    logger.fatal({ file: config.stateFile }, error.message);
+    return EXIT_LOCKED;
+  }
+  if (error instanceof StateError) {
+    logger.fatal({ file: config.stateFile }, error.message);
+    return EXIT_STATE;
+  }
+  throw error;
+}
+
+async function status(args: readonly string[], cli: CliOptions): Promise<number> {
+  const { raw } = mergeSettings(args, process.env, readDotenv(process.cwd()));
+  const stateFile = raw.TELEMETRY_STATE_FILE ?? 'storage/operator-telemetry-state.json';
+
+  try {
+    if (cli.agent !== undefined) {
+      if (cli.jobId === undefined) {
+        process.stderr.write('status needs both an agent address and a job id to trace a job\n');
+        return EXIT_CONFIG;
+      }
+      const trace = traceJob(stateFile, cli.agent, cli.jobId);
+      if (typeof trace === 'string') {
+        process.stderr.write(`${trace}\n`);
+        return EXIT_CONFIG;
+      }
+      const text = cli.json
+        ? JSON.stringify(trace, null, 2)
+        : trace.length > 0
+          ? trace.join('\n')
+          : 'no record of this job in the state file';
+      process.stdout.write(`${text}\n`);
+      return 0;
     }
-    if (error instanceof StateLockedError) {
-      logger.fatal({ file: config.stateFile }, error.message);
-      return EXIT_LOCKED;
-    }
-    if (error instanceof StateError) {
-      logger.fatal({ file: config.stateFile }, error.message);
-      return EXIT_STATE;
-    }
-    throw error;
+
+    const report = await buildStatus({
+      stateFile,
+      logDir: raw.ENERGY_LOG_DIR ?? 'logs/energy',
+      maxFileBytes: Number(raw.TELEMETRY_MAX_FILE_BYTES ?? 1048576),
+    });
+    process.stdout.write(`${cli.json ? JSON.stringify(report, null, 2) : formatStatus(report)}\n`);
+    return 0;
+  } catch (error) {
+    process.stderr.write(`${describeError(error)}\n`);
+    return error instanceof StateError ? EXIT_STATE : EXIT_FAILURE;
+  }
+}
+
+async function check(config: Config, unknown: string[]): Promise<number> {
+  const wallet = await loadSigner(config.signer);
+  const results = await runChecks(config, wallet, unknown);
+  process.stdout.write(`${formatChecks(results)}\n`);
+  return results.every((result) => result.ok) ? 0 : EXIT_FAILURE;
+}
+
+async function dryRun(config: Config, logger: Logger): Promise<number> {
+  const wallet = await loadSigner(config.signer);
+  const state = StateStore.readOnly(config.stateFile, logger);
+  const { submitter, nonces } = createSubmitter(config, wallet, state);
+  const service = new TelemetryService({
+    config,
+    logger,
+    state,
+    scanner: new LogScanner(config.logDir, {
+      maxFileBytes: config.maxFileBytes,
+      fullScanEvery: 1,
+      shard: config.shard,
+    }),
+    submitter,
+    nonces: nonces(state),
+    wallet,
+  });
+  try {
+    const count = await service.dryRun((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
+    logger.info(
+      { count },
+      'dry run: attestations signed and printed; nothing was sent and no state changed',
+    );
+    return 0;
+  } finally {
+    await submitter.close();
   }
 }
 
@@ -99,6 +206,7 @@ async function runDaemon(config: Config, logger: Logger, once: boolean): Promise
       oracle: config.oracleAddress,
       logDir: config.logDir,
       stateFile: config.stateFile,
+      pollIntervalMs: config.pollIntervalMs,
     },
     'operator-telemetry starting',
   );
@@ -124,7 +232,7 @@ async function runDaemon(config: Config, logger: Logger, once: boolean): Promise
     await daemon.close();
     logger.info('stopped');
   }
-  return once && failed > 0 ? 1 : 0;
+  return once && failed > 0 ? EXIT_FAILURE : 0;
 }
 
 main().then(
@@ -133,8 +241,8 @@ main().then(
   },
   (error: unknown) => {
     process.stderr.write(
-      `operator-telemetry crashed: ${describeError(error)}\n${error instanceof Error ? error.stack : ''}\n`,
+      `operator-telemetry crashed: ${describeError(error)}\n${error instanceof Error ? (error.stack ?? '') : ''}\n`,
     );
-    process.exitCode = 1;
+    process.exitCode = EXIT_FAILURE;
   },
 );
