@@ -1,6 +1,9 @@
 import type { Wallet } from 'ethers';
 import type { Logger } from 'pino';
 import type { Config } from './config';
+import type { SignerAccountMeter } from './metrics';
+import { TelemetryMetrics } from './metrics';
+import { TelemetryStats } from './stats';
 import type { NonceProvider } from './nonces';
 import { ContractNonceProvider, StateNonceProvider } from './nonces';
 import { LogScanner } from './scanner';
@@ -15,6 +18,7 @@ export function createSubmitter(
   config: Config,
   wallet: Wallet,
   state: StateStore | undefined,
+  meter?: SignerAccountMeter,
 ): { submitter: Submitter; nonces: (state: StateStore) => NonceProvider } {
   if (config.mode === 'contract') {
     const submitter = new ContractSubmitter(
@@ -29,6 +33,7 @@ export function createSubmitter(
         priorityFeePerGasWei: config.priorityFeePerGasWei,
       },
       wallet.connect(null),
+      meter,
     );
     return { submitter, nonces: (store) => new ContractNonceProvider(submitter, store ?? state) };
   }
@@ -46,6 +51,8 @@ export interface Daemon {
   service: TelemetryService;
   state: StateStore;
   submitter: Submitter;
+  /** Present when TELEMETRY_METRICS_PORT is set. */
+  metrics: TelemetryMetrics | undefined;
   close(): Promise<void>;
 }
 
@@ -56,7 +63,18 @@ export async function createDaemon(
   logger: Logger,
 ): Promise<Daemon> {
   const state = await StateStore.open(config.stateFile, logger);
-  const { submitter, nonces } = createSubmitter(config, wallet, state);
+  const stats = new TelemetryStats();
+  const metrics =
+    config.metricsPort === undefined
+      ? undefined
+      : new TelemetryMetrics({
+          stats,
+          logger,
+          contractMode: config.mode === 'contract',
+          minBalanceWei: config.minBalanceWei,
+          signer: wallet.address,
+        });
+  const { submitter, nonces } = createSubmitter(config, wallet, state, metrics);
   const scanner = new LogScanner(config.logDir, {
     maxFileBytes: config.maxFileBytes,
     fullScanEvery: config.fullScanEvery,
@@ -70,12 +88,15 @@ export async function createDaemon(
     submitter,
     nonces: nonces(state),
     wallet,
+    stats,
+    cycleObserver: metrics,
   });
 
   return {
     service,
     state,
     submitter,
+    metrics,
     close: async () => {
       await submitter.close();
       await state.close();

@@ -15,12 +15,12 @@ import type { TelemetryStats } from './stats';
  * contract submitter.
  */
 
-/** What the service calls after each cycle; implemented by TelemetryMetrics. */
+/** Receiver of cycle durations, which the service feeds after each cycle. */
 export interface CycleObserver {
   observeCycle(durationMs: number): void;
 }
 
-/** What the contract submitter calls with what it learns about the signer account. */
+/** Receiver of the fees and balance of the signer account, fed by the contract submitter. */
 export interface SignerAccountMeter {
   /**
    * Adds the fee a mined transaction cost (`receipt.fee`: gas used × effective gas price).
@@ -52,7 +52,10 @@ export interface TelemetryMetricsOptions {
  */
 const CYCLE_BUCKETS_SEC = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 
-/** Transaction hashes remembered to count each fee once; the oldest are forgotten first. */
+/**
+ * Maximum number of transaction hashes kept to count each fee once. When the set is full,
+ * the oldest hash is dropped.
+ */
 const MAX_COUNTED_TRANSACTIONS = 10_000;
 
 const PREFIX = 'operator_telemetry_';
@@ -219,8 +222,8 @@ export class TelemetryMetrics implements CycleObserver, SignerAccountMeter {
 
   /**
    * Both values are exact bigints here and become float64 only at scrape time. A float64
-   * holds about 15 significant digits, so the exposed numbers are exact below 2^53 wei
-   * (about 0.009 ether) and within one part in 10^15 above, which is ample for alerts.
+   * has a 53-bit significand, so the exposed numbers are exact up to 2^53 wei (about 0.009
+   * ether) and rounded to about 16 significant digits above, which is ample for alerts.
    */
   private registerSignerAccountMetrics(): void {
     const registers = [this.registry];

@@ -17,6 +17,7 @@ import type { JobLog } from './energy-log';
 import { RejectedError, RetryableError, StopRequestedError, describeError } from './errors';
 import type { NonceProvider } from './nonces';
 import { backoffDelayMs, withRetry } from './retry';
+import type { CycleObserver } from './metrics';
 import type { LogScanner } from './scanner';
 import type { PendingRevision, StateStore } from './state';
 import { revisionKey } from './state';
@@ -73,6 +74,8 @@ export interface ServiceDependencies {
   nonces: NonceProvider;
   wallet: Wallet;
   stats?: TelemetryStats;
+  /** Receives each cycle's duration for the metrics histogram. */
+  cycleObserver?: CycleObserver | undefined;
 }
 
 export class TelemetryService {
@@ -215,7 +218,9 @@ export class TelemetryService {
     });
 
     const backlog = this.due.size + this.state.pending().length;
-    this.stats.recordCycle(Date.now() - startedAt, backlog);
+    const durationMs = Date.now() - startedAt;
+    this.stats.recordCycle(durationMs, backlog);
+    this.deps.cycleObserver?.observeCycle(durationMs);
     this.state.noteCycle(Date.now());
     this.progress.update(backlog, accepted, this.logger);
     const result = { started: work.items.length, accepted, failed, capReached: work.capReached };

@@ -14,6 +14,7 @@ import type { Attestation } from './attestation';
 import { ATTESTATION_TYPES, attestationDomain, attestationFromJson } from './attestation';
 import { RejectedError, RetryableError, describeError } from './errors';
 import type { RejectionReason } from './errors';
+import type { SignerAccountMeter } from './metrics';
 import type { ContractNonceReader } from './nonces';
 import type { PendingRevision, TransactionRecord } from './state';
 import type { Acceptance, DeliveryContext, Inspection, Submitter, TargetInfo } from './submitter';
@@ -47,6 +48,10 @@ export interface ContractSubmitterOptions {
 
 /** How often a transaction's receipt is polled while waiting for it. */
 const RECEIPT_POLL_MS = 250;
+/** Raw transactions kept for broadcasting again after a re-org. */
+const MAX_RECENT_TRANSACTIONS = 1024;
+/** While no receipt shows up, every this many polls the node is asked whether it still knows the transaction. */
+const DROP_CHECK_EVERY_POLLS = 8;
 
 export class ContractSubmitter implements Submitter, ContractNonceReader {
   private provider: JsonRpcProvider | undefined;
@@ -54,10 +59,18 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
   private chainId: bigint | undefined;
   private nextAccountNonce: number | undefined;
   private sendQueue: Promise<unknown> = Promise.resolve();
+  /**
+   * Raw transactions recently broadcast, by account nonce. After a re-org or a drop they are
+   * broadcast again from the account's mined nonce upwards: a missing lower nonce would
+   * otherwise hold every later transaction of the account in the node's queue.
+   */
+  private readonly recentTransactions = new Map<number, string>();
 
   constructor(
     private readonly options: ContractSubmitterOptions,
     private readonly wallet: Wallet,
+    /** Receives fees and the signer balance for the metrics; absent when metrics are off. */
+    private readonly meter?: SignerAccountMeter,
   ) {}
 
   async connect(): Promise<TargetInfo> {
@@ -172,6 +185,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     }
 
     const receipt = await this.waitForReceipt(tx, context);
+    await this.refreshSignerBalance(context);
     const judged = await this.judgeReceipt(
       attestationFromJson(revision.attestation),
       revision.signature,
@@ -338,6 +352,10 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
       const record: TransactionRecord = { txHash: keccak256(rawTx), rawTx, accountNonce };
       await context.recordTransaction(record);
 
+      this.recentTransactions.set(accountNonce, rawTx);
+      if (this.recentTransactions.size > MAX_RECENT_TRANSACTIONS) {
+        this.recentTransactions.delete(Math.min(...this.recentTransactions.keys()));
+      }
       try {
         await provider.broadcastTransaction(rawTx);
         this.nextAccountNonce = accountNonce + 1;
@@ -418,9 +436,9 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
 
   /**
    * Polls for the receipt and its confirmations, for at most TELEMETRY_TX_TIMEOUT_MS. A
-   * receipt that disappears again was removed by a re-org: the same signed transaction is
-   * broadcast again. A transaction not mined in time is broadcast again before giving up
-   * this attempt.
+   * transaction that the node no longer knows (dropped from the mempool, or removed by a
+   * re-org) is broadcast again, the same signed bytes. A transaction not mined in time is
+   * broadcast again before giving up this attempt.
    */
   private async waitForReceipt(
     tx: TransactionRecord,
@@ -429,8 +447,10 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     const provider = this.requireProvider();
     const giveUpAt = Date.now() + this.options.txTimeoutMs;
     let seenInBlock: number | undefined;
+    let polls = 0;
 
     while (Date.now() < giveUpAt) {
+      polls += 1;
       const receipt = await this.rpc(
         () => provider.getTransactionReceipt(tx.txHash),
         'reading a receipt',
@@ -445,15 +465,61 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
           'transaction left the chain in a re-org; broadcasting it again',
         );
         seenInBlock = undefined;
+        await this.rebroadcastRecent(context);
         await this.rebroadcast(tx, context);
+      } else if (polls % DROP_CHECK_EVERY_POLLS === 0) {
+        const known = await this.rpc(
+          () => provider.getTransaction(tx.txHash),
+          'reading a transaction',
+        );
+        if (known === null) {
+          context.logger.warn(
+            { txHash: tx.txHash },
+            'transaction unknown to the node (dropped or re-orged out); broadcasting it again',
+          );
+          await this.rebroadcastRecent(context);
+          await this.rebroadcast(tx, context);
+        }
       }
       await sleep(RECEIPT_POLL_MS, undefined, { signal: context.signal });
     }
 
+    await this.rebroadcastRecent(context);
     await this.rebroadcast(tx, context);
     throw new RetryableError(
       `transaction ${tx.txHash} was not mined within ${this.options.txTimeoutMs} ms; broadcast it again`,
     );
+  }
+
+  /** Reads the balance for the metrics. A failed read only logs, because delivery does not need it. */
+  private async refreshSignerBalance(context: DeliveryContext): Promise<void> {
+    if (this.meter === undefined) return;
+    try {
+      this.meter.setSignerBalance(await this.signerBalance());
+    } catch (error) {
+      context.logger.warn(
+        { signer: this.wallet.address, err: describeError(error) },
+        'reading the signer balance failed; the balance metric keeps its last value',
+      );
+    }
+  }
+
+  /** Broadcasts again every recent transaction whose account nonce is not mined yet, lowest first. */
+  private async rebroadcastRecent(context: DeliveryContext): Promise<void> {
+    const mined = await this.rpc(
+      () => this.requireProvider().getTransactionCount(this.wallet.address, 'latest'),
+      'reading the account nonce',
+    );
+    const nonces = [...this.recentTransactions.keys()].sort((a, b) => a - b);
+    for (const nonce of nonces) {
+      if (nonce < mined) {
+        this.recentTransactions.delete(nonce);
+        continue;
+      }
+      const rawTx = this.recentTransactions.get(nonce);
+      if (rawTx !== undefined)
+        await this.rebroadcast({ txHash: keccak256(rawTx), rawTx, accountNonce: nonce }, context);
+    }
   }
 
   private async rebroadcast(tx: TransactionRecord, context: DeliveryContext): Promise<void> {

@@ -5,7 +5,15 @@ import type { CliOptions } from './cli';
 import { formatChecks, runChecks } from './check';
 import type { Config } from './config';
 import { loadConfig, mergeSettings, readDotenv } from './config';
+import type { Daemon } from './daemon';
 import { createDaemon, createSubmitter } from './daemon';
+import type { HealthServer } from './health-server';
+import {
+  createReadinessCheck,
+  healthStatus,
+  stallThresholdMs,
+  startHealthServer,
+} from './health-server';
 import { ConfigError, StateError, StateLockedError, describeError } from './errors';
 import { createLogger } from './logger';
 import { LogScanner } from './scanner';
@@ -212,7 +220,9 @@ async function runDaemon(config: Config, logger: Logger, once: boolean): Promise
   );
 
   let failed = 0;
+  let listener: HealthServer | undefined;
   try {
+    listener = await startListener(config, daemon, logger);
     const target = await service.connect();
     if (target !== undefined) {
       logger.info(
@@ -229,10 +239,44 @@ async function runDaemon(config: Config, logger: Logger, once: boolean): Promise
       failed = last?.failed ?? 0;
     }
   } finally {
+    await listener?.close();
     await daemon.close();
     logger.info('stopped');
   }
   return once && failed > 0 ? EXIT_FAILURE : 0;
+}
+
+/**
+ * Starts /healthz, /readyz and /metrics when TELEMETRY_METRICS_PORT is set. It starts before
+ * the first connection, so /readyz reports an unreachable target while the daemon retries.
+ */
+async function startListener(
+  config: Config,
+  daemon: Daemon,
+  logger: Logger,
+): Promise<HealthServer | undefined> {
+  if (config.metricsPort === undefined || daemon.metrics === undefined) return undefined;
+
+  const startedAtMs = Date.now();
+  const stallAfterMs = stallThresholdMs(config);
+  return startHealthServer({
+    host: config.metricsHost,
+    port: config.metricsPort,
+    logger,
+    metrics: daemon.metrics,
+    health: () =>
+      healthStatus(
+        daemon.service.stats,
+        Date.now(),
+        config.pollIntervalMs,
+        startedAtMs,
+        stallAfterMs,
+      ),
+    ready: createReadinessCheck({
+      submitter: daemon.submitter,
+      timeoutMs: config.requestTimeoutMs,
+    }),
+  });
 }
 
 main().then(
