@@ -373,10 +373,23 @@ export class TelemetryService {
       });
     }
 
-    const ready = candidates.filter(
-      (candidate) => (this.backoff.get(candidate.key)?.nextAttemptAtMs ?? 0) <= nowMs,
+    // An agent whose signed revision waits out a backoff starts nothing new either, so that
+    // its nonces are still used in order.
+    const waiting = (key: string): boolean => (this.backoff.get(key)?.nextAttemptAtMs ?? 0) > nowMs;
+    const blockedUsers = new Set(
+      this.state
+        .pending()
+        .filter((revision) => waiting(revision.key))
+        .map((revision) => revision.user),
     );
-    ready.sort((a, b) => a.lastUpdatedMs - b.lastUpdatedMs);
+    const ready = candidates.filter(
+      (candidate) =>
+        !waiting(candidate.key) &&
+        !(candidate.item.kind === 'due' && blockedUsers.has(candidate.item.due.log.agent)),
+    );
+    // Signed revisions go first: they hold the lowest nonces of their agent, and a newer
+    // revision accepted before them would overtake those nonces.
+    ready.sort((a, b) => rank(a.item) - rank(b.item) || a.lastUpdatedMs - b.lastUpdatedMs);
     const items = ready.slice(0, this.config.maxBatch).map((candidate) => candidate.item);
     return { items, capReached: ready.length > this.config.maxBatch };
   }
@@ -716,6 +729,10 @@ function idempotencyKey(
     nonce,
   ].join(':');
   return createHash('sha256').update(text).digest('hex');
+}
+
+function rank(item: WorkItem): number {
+  return item.kind === 'pending' ? 0 : 1;
 }
 
 function groupByUser(items: WorkItem[]): WorkItem[][] {
