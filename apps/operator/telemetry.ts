@@ -282,6 +282,8 @@ async function startListener(
 main().then(
   (code) => {
     process.exitCode = code;
+    // A supervisor's IPC channel (PM2) would otherwise keep the process alive after main ends.
+    if (process.connected) process.disconnect();
   },
   (error: unknown) => {
     process.stderr.write(
