@@ -76,6 +76,7 @@ export function mapFigures(log: JobLog, settings: MappingSettings): AttestationF
   const epochId = BigInt(Math.floor(log.lastUpdatedMs / 1000 / settings.epochDurationSec));
 
   if (energy > INT256_MAX) return `energy ${energy} does not fit in int256`;
+  if (epochId < 0n) return `epochId ${epochId} is negative (lastUpdated before 1970)`;
   for (const [name, amount] of Object.entries({ degeneracy, uPre, uPost, value })) {
     if (amount > UINT256_MAX) return `${name} ${amount} does not fit in uint256`;
   }

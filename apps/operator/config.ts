@@ -292,10 +292,14 @@ class Validator {
 
   mode(rpcUrl: string | undefined): Mode {
     const value = this.raw.TELEMETRY_MODE;
-    if (value === undefined) return rpcUrl !== undefined ? 'contract' : 'api';
+    // The rule looks at whether the RPC URL is set, not whether it is valid: an invalid URL
+    // is reported as such, not turned into a list of missing API-mode variables.
+    const fallback =
+      this.raw.ENERGY_ORACLE_RPC_URL !== undefined || rpcUrl !== undefined ? 'contract' : 'api';
+    if (value === undefined) return fallback;
     if (value === 'contract' || value === 'api') return value;
     this.fail('TELEMETRY_MODE', value, '"contract" or "api"');
-    return rpcUrl !== undefined ? 'contract' : 'api';
+    return fallback;
   }
 
   integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
@@ -472,9 +476,12 @@ class Validator {
       return fs.readFileSync(file, 'utf8');
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? 'error';
-      this.problems.push(
-        `${name} is ${JSON.stringify(file)}: the file could not be read (${code})`,
-      );
+      // A key pasted where a path belongs must not be echoed back.
+      const looksLikeKey = /[0-9a-fA-F]{32}/.test(file);
+      const shownPath = looksLikeKey
+        ? '(value hidden: it looks like a key, not a path)'
+        : JSON.stringify(file);
+      this.problems.push(`${name} is ${shownPath}: the file could not be read (${code})`);
       return undefined;
     }
   }

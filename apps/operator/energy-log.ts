@@ -67,6 +67,9 @@ const UINT256_MAX = (1n << 256n) - 1n;
 /** A `lastUpdated` further ahead of the host clock than this is treated as a clock error. */
 export const MAX_CLOCK_AHEAD_MS = 24 * 60 * 60 * 1000;
 
+/** Deeper JSON is skipped: the lossless parser recurses once per level. */
+export const MAX_NESTING_DEPTH = 1000;
+
 const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 
 /** Maps an agent string to its folder name the way the orchestrator does. */
@@ -102,6 +105,13 @@ export function parseEnergyLog(location: LogLocation, text: string, nowMs: numbe
   const body = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   if (body.trim() === '')
     return skip('empty', 'the file is empty (the orchestrator may still be writing it)', true);
+
+  if (nestingDepth(body) > MAX_NESTING_DEPTH) {
+    return skip(
+      'too-large',
+      `the JSON is nested more than ${MAX_NESTING_DEPTH} levels deep, beyond what the parser reads safely`,
+    );
+  }
 
   let document: unknown;
   try {
@@ -331,18 +341,53 @@ function wholeNumber(record: Record<string, unknown>, key: string, where: string
 }
 
 function time(value: unknown, name: string): number {
-  if (value === undefined || value === null)
+  if (value === undefined || value === null) {
     throw new FieldError('invalid-time', `${name} is missing`);
+  }
   if (typeof value !== 'string' || !ISO_TIME.test(value)) {
+    const shown =
+      typeof value === 'string' ? JSON.stringify(value.slice(0, 80)) : describeType(value);
     throw new FieldError(
       'invalid-time',
-      `${name} is ${JSON.stringify(stringify(value))}, not an ISO 8601 time such as 2026-11-30T10:15:02.113Z`,
+      `${name} is ${shown}, not an ISO 8601 time such as 2026-11-30T10:15:02.113Z`,
     );
   }
   const ms = Date.parse(value);
-  if (!Number.isFinite(ms))
+  if (!Number.isFinite(ms) || !isRealDate(value)) {
     throw new FieldError('invalid-time', `${name} ${value} is not a real date`);
+  }
+  if (ms < 0) throw new FieldError('invalid-time', `${name} ${value} is before 1970`);
   return ms;
+}
+
+/** Returns the deepest nesting of arrays and objects, ignoring brackets inside strings. */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let index = 0; index < text.length; index += 1) {
+    const char = text.charCodeAt(index);
+    if (inString) {
+      if (char === 0x5c)
+        index += 1; // Backslash: the next character is escaped.
+      else if (char === 0x22) inString = false;
+    } else if (char === 0x22) {
+      inString = true;
+    } else if (char === 0x7b || char === 0x5b) {
+      depth += 1;
+      if (depth > deepest) deepest = depth;
+    } else if (char === 0x7d || char === 0x5d) {
+      depth -= 1;
+    }
+  }
+  return deepest;
+}
+
+/** Rejects dates that `Date.parse` rolls over, such as February 30th. */
+function isRealDate(iso: string): boolean {
+  const [year, month, day] = iso.slice(0, 10).split('-').map(Number);
+  const date = new Date(Date.UTC(year ?? 0, (month ?? 1) - 1, day ?? 1));
+  return date.getUTCMonth() + 1 === month && date.getUTCDate() === day;
 }
 
 function skip(code: SkipCode, reason: string, transient = false): ParseOutcome {
@@ -365,9 +410,4 @@ function describeType(value: unknown): string {
   if (isLosslessNumber(value)) return `the number ${value.value}`;
   if (typeof value === 'string') return `the string ${JSON.stringify(value.slice(0, 80))}`;
   return `a ${typeof value}`;
-}
-
-function stringify(value: unknown): string {
-  if (isLosslessNumber(value)) return value.value;
-  return typeof value === 'string' ? value : String(value);
 }

@@ -275,11 +275,22 @@ export class StateStore {
       this.checkHeader(record);
       return;
     }
+    if (!isJournalRecord(record)) {
+      throw new StateError(
+        `the state file ${this.file} is corrupt at line ${lineNumber} (not a known record); restore it from a backup ` +
+          'or repair that line; the daemon does not start without its state, to avoid sending jobs twice',
+      );
+    }
     this.apply(record);
   }
 
   private checkHeader(record: JournalRecord): void {
-    if (record.t !== 'header' || record.format !== STATE_FORMAT) {
+    if (
+      typeof record !== 'object' ||
+      record === null ||
+      record.t !== 'header' ||
+      record.format !== STATE_FORMAT
+    ) {
       throw new StateError(
         `${this.file} is not an operator-telemetry state file (no header line); point TELEMETRY_STATE_FILE at the right file`,
       );
@@ -474,6 +485,42 @@ export class StateStore {
       );
       this.handle ??= await fs.promises.open(this.file, 'a', 0o600);
     }
+  }
+}
+
+/** Checks the fields each record kind needs, so a damaged line is reported instead of crashing. */
+function isJournalRecord(value: unknown): value is JournalRecord {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Record<string, unknown>;
+  const isText = (field: unknown): boolean => typeof field === 'string';
+  const isInteger = (field: unknown): boolean => typeof field === 'string' && /^\d+$/.test(field);
+  switch (record.t) {
+    case 'done':
+      return (
+        isText(record.key) && typeof record.lastUpdatedMs === 'number' && isInteger(record.nonce)
+      );
+    case 'sign': {
+      const rev = record.rev as Record<string, unknown> | null | undefined;
+      const attestation = rev?.attestation as Record<string, unknown> | null | undefined;
+      return (
+        typeof rev === 'object' &&
+        rev !== null &&
+        isText(rev.key) &&
+        isText(rev.user) &&
+        typeof rev.lastUpdatedMs === 'number' &&
+        typeof attestation === 'object' &&
+        attestation !== null &&
+        isInteger(attestation.nonce)
+      );
+    }
+    case 'tx':
+      return isText(record.key) && isText(record.txHash) && isText(record.rawTx);
+    case 'failure':
+      return isText(record.key) && typeof record.failures === 'number';
+    case 'nonce':
+      return isText(record.user) && isInteger(record.nonce);
+    default:
+      return false;
   }
 }
 

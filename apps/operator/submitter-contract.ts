@@ -329,26 +329,29 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     signature: string,
     context: DeliveryContext,
   ): Promise<TransactionRecord> {
-    const send = this.sendQueue.then(() => this.signAndSend(attestation, signature, context));
-    this.sendQueue = send.catch(() => undefined);
-    return send;
-  }
-
-  private async signAndSend(
-    attestation: Attestation,
-    signature: string,
-    context: DeliveryContext,
-  ): Promise<TransactionRecord> {
-    const provider = this.requireProvider();
     const data = this.requireOracle().interface.encodeFunctionData('verify', [
       attestation,
       signature,
     ]);
+    // Gas and fees are read before joining the queue, so that only signing, recording and
+    // broadcasting wait for one another.
+    const send = this.transactionFields(data).then((fields) => {
+      const queued = this.sendQueue.then(() => this.signAndSend(fields, context));
+      this.sendQueue = queued.catch(() => undefined);
+      return queued;
+    });
+    return send;
+  }
+
+  private async signAndSend(
+    fields: TransactionFields,
+    context: DeliveryContext,
+  ): Promise<TransactionRecord> {
+    const provider = this.requireProvider();
 
     for (let attempt = 1; attempt <= 3; attempt += 1) {
       const accountNonce = await this.allocateAccountNonce();
-      const request = await this.transactionRequest(data, accountNonce);
-      const rawTx = await this.wallet.signTransaction(request);
+      const rawTx = await this.wallet.signTransaction({ ...fields, nonce: accountNonce });
       const record: TransactionRecord = { txHash: keccak256(rawTx), rawTx, accountNonce };
       await context.recordTransaction(record);
 
@@ -402,7 +405,8 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     return this.nextAccountNonce;
   }
 
-  private async transactionRequest(data: string, accountNonce: number) {
+  /** Gas limit and fees for a `verify` call: the node's estimates, capped by the configuration. */
+  private async transactionFields(data: string): Promise<TransactionFields> {
     const provider = this.requireProvider();
     const to = this.options.oracleAddress;
     const [gas, fees] = await Promise.all([
@@ -413,7 +417,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
       this.rpc(() => provider.getFeeData(), 'reading fees'),
     ]);
     const gasLimit = (gas * 125n) / 100n;
-    const base = { to, data, nonce: accountNonce, gasLimit, chainId: this.chainId };
+    const base = { to, data, gasLimit, chainId: this.chainId };
 
     if (fees.maxFeePerGas === null) {
       return {
@@ -595,6 +599,18 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
       throw new RetryableError('not connected to the RPC endpoint yet');
     return this.oracle;
   }
+}
+
+/** A transaction request without its account nonce, which is assigned in the send queue. */
+interface TransactionFields {
+  to: string;
+  data: string;
+  gasLimit: bigint;
+  chainId: bigint | undefined;
+  type: number;
+  gasPrice?: bigint;
+  maxFeePerGas?: bigint;
+  maxPriorityFeePerGas?: bigint;
 }
 
 type SendErrorKind = 'already-known' | 'nonce-taken' | 'insufficient-funds' | 'other';
