@@ -175,6 +175,19 @@ function resolveJobId(document: Record<string, unknown>, fileStem: string): bigi
   return fromFile;
 }
 
+/** Checksummed addresses by their written form: one agent folder holds many logs. */
+const checksumCache = new Map<string, string>();
+const CHECKSUM_CACHE_SIZE = 10_000;
+
+function checksummed(address: string): string {
+  const cached = checksumCache.get(address);
+  if (cached !== undefined) return cached;
+  const result = getAddress(address);
+  if (checksumCache.size >= CHECKSUM_CACHE_SIZE) checksumCache.clear();
+  checksumCache.set(address, result);
+  return result;
+}
+
 type AgentOutcome = { ok: true; address: string } | { ok: false; skip: Skip };
 
 function resolveAgent(document: Record<string, unknown>, agentDir: string): AgentOutcome {
@@ -204,7 +217,7 @@ function resolveAgent(document: Record<string, unknown>, agentDir: string): Agen
     };
   }
   try {
-    return { ok: true, address: getAddress(written) };
+    return { ok: true, address: checksummed(written) };
   } catch {
     return {
       ok: false,

@@ -8,10 +8,12 @@ import { parseEnergyLog } from './energy-log';
 /**
  * Finds new and changed log files under `<root>/<agentDir>/<jobId>.json` and parses them.
  *
- * Each file is remembered by its size, modification time, change time and inode. A cycle
- * over an unchanged tree lists the folders and stats each file, but opens none. Every
- * `fullScanEvery` cycles all files are read again anyway, for file systems whose
- * timestamps cannot be trusted.
+ * Each file is remembered by its size, modification time, change time and inode, so an
+ * unchanged file is never opened twice. With watching on, a cycle lists and stats only the
+ * agent folders that reported a change since the last cycle; every `statWalkEvery` cycles,
+ * and for folders that cannot be watched, every folder is listed and every file stated.
+ * Every `fullScanEvery` cycles all files are read again, for file systems whose timestamps
+ * cannot be trusted.
  */
 
 export interface ScannedFile {
@@ -23,37 +25,54 @@ export interface ScannedFile {
 }
 
 export interface ScanResult {
-  /** New or changed files, and files whose last read failed for a transient reason. */
+  /** New or changed files, and transient failures; empty when `scan` was given a callback. */
   changed: ScannedFile[];
   /** Problems with the tree itself (not with one log), each reported once. */
   problems: Array<{ path: string; reason: string }>;
   filesSeen: number;
+  filesRead: number;
   fullScan: boolean;
 }
 
 export interface ScannerOptions {
   maxFileBytes: number;
   fullScanEvery: number;
+  /** With watching on, every this many cycles every folder is listed anyway. Default 6. */
+  statWalkEvery?: number | undefined;
   shard?: { index: number; count: number } | undefined;
 }
 
 interface FileRecord {
-  signature: string;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
   generation: number;
   /** Read again next cycle even when unchanged: the last read hit a half-written file. */
   retry: boolean;
   reportedSkip: string | undefined;
 }
 
+interface FolderRecord {
+  files: Map<string, FileRecord>;
+  watcher: fs.FSWatcher | undefined;
+  /** Set by the watcher; cleared when the folder is listed. */
+  dirty: boolean;
+  /** Folders with a transient failure are listed every cycle until it clears. */
+  retries: number;
+}
+
 /** How many directory entries are handled between two yields to the event loop. */
 const ENTRIES_PER_SLICE = 2000;
+const DEFAULT_STAT_WALK_EVERY = 6;
 
 export class LogScanner {
-  private readonly files = new Map<string, FileRecord>();
+  private readonly folders = new Map<string, FolderRecord>();
   private readonly reportedProblems = new Set<string>();
   private generation = 0;
   private cycles = 0;
-  private watchers = new Map<string, fs.FSWatcher>();
+  private rootWatcher: fs.FSWatcher | undefined;
+  private rootDirty = true;
   private onChange: (() => void) | undefined;
 
   constructor(
@@ -61,40 +80,82 @@ export class LogScanner {
     private readonly options: ScannerOptions,
   ) {}
 
-  /** Calls `onChange` whenever something under the root may have changed. Best effort. */
+  /** Calls `onChange` whenever something under the root may have changed, and lets cycles skip quiet folders. */
   watch(onChange: () => void): void {
     this.onChange = onChange;
-    this.watchFolder(this.root);
+    this.watchRoot();
+    for (const [folder, record] of this.folders) this.watchFolder(folder, record);
   }
 
   close(): void {
-    for (const watcher of this.watchers.values()) watcher.close();
-    this.watchers.clear();
+    this.rootWatcher?.close();
+    this.rootWatcher = undefined;
+    for (const record of this.folders.values()) {
+      record.watcher?.close();
+      record.watcher = undefined;
+    }
     this.onChange = undefined;
   }
 
   /** Makes the next scan read this file again even if it looks unchanged. */
   forget(file: string): void {
-    this.files.delete(file);
+    const record = this.folders.get(path.dirname(file));
+    record?.files.delete(path.basename(file));
+    if (record !== undefined) record.dirty = true;
   }
 
-  async scan(nowMs: number): Promise<ScanResult> {
+  /**
+   * Scans the tree. With `onFile`, each new or changed file is handed over as soon as it is
+   * parsed and not kept, so memory stays flat on a first scan of a large tree.
+   */
+  async scan(nowMs: number, onFile?: (scanned: ScannedFile) => void): Promise<ScanResult> {
     this.generation += 1;
     this.cycles += 1;
     const fullScan = this.cycles % this.options.fullScanEvery === 0;
-    const result: ScanResult = { changed: [], problems: [], filesSeen: 0, fullScan };
+    const statWalk =
+      fullScan ||
+      this.onChange === undefined ||
+      this.cycles % (this.options.statWalkEvery ?? DEFAULT_STAT_WALK_EVERY) === 0;
+    const result: ScanResult = { changed: [], problems: [], filesSeen: 0, filesRead: 0, fullScan };
+    const deliver = onFile ?? ((scanned: ScannedFile) => result.changed.push(scanned));
 
     const rootProblem = checkFolder(this.root);
     if (rootProblem !== undefined) {
       this.problemOnce(result, this.root, rootProblem);
+      this.rootDirty = true;
       return result;
     }
     for (const key of this.reportedProblems) {
       if (key.startsWith(`${this.root}|`)) this.reportedProblems.delete(key);
     }
-    if (this.onChange !== undefined && !this.watchers.has(this.root)) this.watchFolder(this.root);
+    if (this.onChange !== undefined && this.rootWatcher === undefined) this.watchRoot();
+
+    const agentFolders =
+      statWalk || this.rootDirty ? this.listAgentFolders(result) : [...this.folders.keys()];
+    this.rootDirty = false;
 
     let handled = 0;
+    for (const folder of agentFolders) {
+      const record = this.folderRecord(folder);
+      const quiet = !record.dirty && record.retries === 0 && record.watcher !== undefined;
+      if (quiet && !statWalk) {
+        result.filesSeen += record.files.size;
+        continue;
+      }
+      record.dirty = false;
+      handled += await this.scanAgentFolder(folder, record, nowMs, fullScan, result, deliver);
+      if (handled >= ENTRIES_PER_SLICE) {
+        handled = 0;
+        await yieldToEventLoop();
+      }
+    }
+
+    if (statWalk) this.forgetVanishedFolders(new Set(agentFolders));
+    return result;
+  }
+
+  private listAgentFolders(result: ScanResult): string[] {
+    const folders: string[] = [];
     for (const entry of readFolder(this.root)) {
       const entryPath = path.join(this.root, entry.name);
       const kind = this.resolveKind(entry, entryPath);
@@ -112,30 +173,41 @@ export class LogScanner {
         if (kind !== 'other') this.problemOnce(result, entryPath, kind);
         continue;
       }
-      if (!this.inShard(entry.name)) continue;
-      handled += await this.scanAgentFolder(entry.name, entryPath, nowMs, fullScan, result);
-      if (handled >= ENTRIES_PER_SLICE) {
-        handled = 0;
-        await yieldToEventLoop();
-      }
+      if (this.inShard(entry.name)) folders.push(entryPath);
     }
+    return folders;
+  }
 
-    for (const [file, record] of this.files) {
-      if (record.generation !== this.generation) this.files.delete(file);
+  private folderRecord(folder: string): FolderRecord {
+    let record = this.folders.get(folder);
+    if (record === undefined) {
+      record = { files: new Map(), watcher: undefined, dirty: true, retries: 0 };
+      this.folders.set(folder, record);
+      if (this.onChange !== undefined) this.watchFolder(folder, record);
     }
-    return result;
+    return record;
+  }
+
+  private forgetVanishedFolders(present: Set<string>): void {
+    for (const [folder, record] of this.folders) {
+      if (present.has(folder)) continue;
+      record.watcher?.close();
+      this.folders.delete(folder);
+    }
   }
 
   private async scanAgentFolder(
-    agentDir: string,
     folder: string,
+    record: FolderRecord,
     nowMs: number,
     fullScan: boolean,
     result: ScanResult,
+    deliver: (scanned: ScannedFile) => void,
   ): Promise<number> {
-    if (this.onChange !== undefined && !this.watchers.has(folder)) this.watchFolder(folder);
+    const agentDir = path.basename(folder);
     const entries = readFolder(folder);
     let handled = 0;
+    let retries = 0;
 
     for (const entry of entries) {
       handled += 1;
@@ -161,17 +233,22 @@ export class LogScanner {
       }
       result.filesSeen += 1;
 
-      const signature = signatureOf(stats);
-      const known = this.files.get(file);
+      const known = record.files.get(entry.name);
       if (known !== undefined) known.generation = this.generation;
-      if (known !== undefined && known.signature === signature && !known.retry && !fullScan)
-        continue;
+      if (known !== undefined && sameFile(known, stats) && !known.retry && !fullScan) continue;
 
       const scanned = this.readLog(file, agentDir, entry.name, stats, nowMs);
       if (scanned === undefined) continue;
-      this.remember(file, scanned, known);
-      result.changed.push(scanned.scanned);
+      result.filesRead += 1;
+      const remembered = this.remember(record, entry.name, scanned, known);
+      if (remembered.retry) retries += 1;
+      deliver(scanned.scanned);
     }
+
+    for (const [name, file] of record.files) {
+      if (file.generation !== this.generation) record.files.delete(name);
+    }
+    record.retries = retries;
     return handled;
   }
 
@@ -181,66 +258,77 @@ export class LogScanner {
     fileName: string,
     stats: fs.Stats,
     nowMs: number,
-  ): { scanned: ScannedFile; signature: string } | undefined {
+  ): { scanned: ScannedFile; stats: fs.Stats } | undefined {
     const location = { agentDir, fileName };
+    const skipped = (skip: Skip, seen: fs.Stats) => ({
+      scanned: { file, agentDir, outcome: { ok: false as const, skip }, report: true },
+      stats: seen,
+    });
+
     if (stats.size > this.options.maxFileBytes) {
-      const skip: Skip = {
-        code: 'too-large',
-        reason: `the file has ${stats.size} bytes, more than TELEMETRY_MAX_FILE_BYTES (${this.options.maxFileBytes})`,
-        transient: false,
-      };
-      return {
-        scanned: { file, agentDir, outcome: { ok: false, skip }, report: true },
-        signature: signatureOf(stats),
-      };
+      return skipped(
+        {
+          code: 'too-large',
+          reason: `the file has ${stats.size} bytes, more than TELEMETRY_MAX_FILE_BYTES (${this.options.maxFileBytes})`,
+          transient: false,
+        },
+        stats,
+      );
     }
 
-    let read: { text: string; signature: string; changing: boolean };
+    let read: { text: string; stats: fs.Stats; changing: boolean };
     try {
       read = readStable(file);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return undefined;
-      const skip: Skip = {
-        code: 'invalid-json',
-        reason: `the file cannot be read (${code ?? (error as Error).message})`,
-        transient: code !== 'EACCES' && code !== 'EPERM',
-      };
-      return {
-        scanned: { file, agentDir, outcome: { ok: false, skip }, report: true },
-        signature: signatureOf(stats),
-      };
+      return skipped(
+        {
+          code: 'invalid-json',
+          reason: `the file cannot be read (${code ?? (error as Error).message})`,
+          transient: code !== 'EACCES' && code !== 'EPERM',
+        },
+        stats,
+      );
     }
 
     if (read.changing) {
-      const skip: Skip = {
-        code: 'invalid-json',
-        reason: 'the file changed while it was being read',
-        transient: true,
-      };
-      return {
-        scanned: { file, agentDir, outcome: { ok: false, skip }, report: true },
-        signature: read.signature,
-      };
+      return skipped(
+        {
+          code: 'invalid-json',
+          reason: 'the file changed while it was being read',
+          transient: true,
+        },
+        read.stats,
+      );
     }
     const outcome = parseEnergyLog(location, read.text, nowMs);
-    return { scanned: { file, agentDir, outcome, report: true }, signature: read.signature };
+    return { scanned: { file, agentDir, outcome, report: true }, stats: read.stats };
   }
 
   private remember(
-    file: string,
-    read: { scanned: ScannedFile; signature: string },
+    record: FolderRecord,
+    name: string,
+    read: { scanned: ScannedFile; stats: fs.Stats },
     known: FileRecord | undefined,
-  ): void {
+  ): FileRecord {
     const { outcome } = read.scanned;
-    const skipKey = outcome.ok ? undefined : `${read.signature}|${outcome.skip.reason}`;
+    const { stats } = read;
+    const skipKey = outcome.ok
+      ? undefined
+      : `${stats.size}:${stats.mtimeMs}:${stats.ino}|${outcome.skip.reason}`;
     read.scanned.report = skipKey !== undefined && skipKey !== known?.reportedSkip;
-    this.files.set(file, {
-      signature: read.signature,
+    const file: FileRecord = {
+      size: stats.size,
+      mtimeMs: stats.mtimeMs,
+      ctimeMs: stats.ctimeMs,
+      ino: stats.ino,
       generation: this.generation,
       retry: !outcome.ok && outcome.skip.transient,
-      reportedSkip: skipKey ?? undefined,
-    });
+      reportedSkip: skipKey,
+    };
+    record.files.set(name, file);
+    return file;
   }
 
   /** Resolves symbolic links, which are followed only when they stay inside the log root. */
@@ -278,16 +366,42 @@ export class LogScanner {
     result.problems.push({ path: problemPath, reason });
   }
 
-  private watchFolder(folder: string): void {
+  private watchRoot(): void {
     try {
-      const watcher = fs.watch(folder, { persistent: false }, () => this.onChange?.());
+      const watcher = fs.watch(this.root, { persistent: false }, () => {
+        this.rootDirty = true;
+        this.onChange?.();
+      });
       watcher.on('error', () => {
         watcher.close();
-        this.watchers.delete(folder);
+        this.rootWatcher = undefined;
+        this.rootDirty = true;
       });
-      this.watchers.set(folder, watcher);
+      this.rootWatcher = watcher;
     } catch {
-      // Watching is only a shortcut; the polling cycle still finds every change.
+      // Without a root watch, new agent folders are found by the periodic listing.
+      this.rootWatcher = undefined;
+    }
+  }
+
+  /**
+   * Watches one agent folder. A folder without a working watch (too many watches, a file
+   * system without notifications) is listed every cycle instead.
+   */
+  private watchFolder(folder: string, record: FolderRecord): void {
+    try {
+      const watcher = fs.watch(folder, { persistent: false }, () => {
+        record.dirty = true;
+        this.onChange?.();
+      });
+      watcher.on('error', () => {
+        watcher.close();
+        record.watcher = undefined;
+        record.dirty = true;
+      });
+      record.watcher = watcher;
+    } catch {
+      record.watcher = undefined;
     }
   }
 }
@@ -298,22 +412,27 @@ export function shardOf(agentDir: string, count: number): number {
   return digest.readUInt32BE(0) % count;
 }
 
-function signatureOf(stats: fs.Stats): string {
-  return `${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}:${stats.ino}`;
+function sameFile(known: FileRecord, stats: fs.Stats): boolean {
+  return (
+    known.size === stats.size &&
+    known.mtimeMs === stats.mtimeMs &&
+    known.ctimeMs === stats.ctimeMs &&
+    known.ino === stats.ino
+  );
 }
 
 /**
  * Reads a file and checks that it did not change while being read. The orchestrator
  * rewrites logs in place, so a read can catch a file half-way through a rewrite.
  */
-function readStable(file: string): { text: string; signature: string; changing: boolean } {
+function readStable(file: string): { text: string; stats: fs.Stats; changing: boolean } {
   const descriptor = fs.openSync(file, 'r');
   try {
     const before = fs.fstatSync(descriptor);
     const text = fs.readFileSync(descriptor, 'utf8');
     const after = fs.fstatSync(descriptor);
-    const signature = signatureOf(after);
-    return { text, signature, changing: signatureOf(before) !== signature };
+    const changing = before.size !== after.size || before.mtimeMs !== after.mtimeMs;
+    return { text, stats: after, changing };
   } finally {
     fs.closeSync(descriptor);
   }

@@ -1,16 +1,16 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TypedDataDomain, Wallet } from 'ethers';
 import type { Logger } from 'pino';
 import type { Attestation, AttestationFigures } from './attestation';
 import {
-  attestationDigest,
+  AttestationSigner,
   attestationDomain,
   attestationFromJson,
   attestationToJson,
   figuresFingerprint,
   mapFigures,
-  signAttestation,
 } from './attestation';
 import type { Config } from './config';
 import type { JobLog } from './energy-log';
@@ -18,7 +18,7 @@ import { RejectedError, RetryableError, StopRequestedError, describeError } from
 import type { NonceProvider } from './nonces';
 import { backoffDelayMs, withRetry } from './retry';
 import type { CycleObserver } from './metrics';
-import type { LogScanner } from './scanner';
+import type { LogScanner, ScannedFile } from './scanner';
 import type { PendingRevision, StateStore } from './state';
 import { revisionKey } from './state';
 import type { Acceptance, Submitter, TargetInfo } from './submitter';
@@ -87,7 +87,7 @@ export class TelemetryService {
   private readonly backoff = new Map<string, Backoff>();
   private readonly warnedFigures = new Set<string>();
   private readonly abort = new AbortController();
-  private domain: TypedDataDomain | undefined;
+  private signer: AttestationSigner | undefined;
   private target: TargetInfo | undefined;
   private wake: (() => void) | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -99,6 +99,8 @@ export class TelemetryService {
     this.logger = deps.logger;
     this.state = deps.state;
     this.stats = deps.stats ?? new TelemetryStats();
+    // Every delivery in flight listens for the stop signal.
+    setMaxListeners(Math.max(64, deps.config.concurrency * 4), this.abort.signal);
   }
 
   get stopping(): boolean {
@@ -137,7 +139,10 @@ export class TelemetryService {
     for (let attempt = 1; !this.stopping; attempt += 1) {
       try {
         this.target = await this.deps.submitter.connect();
-        this.domain = attestationDomain(this.target.chainId, this.config.oracleAddress);
+        this.signer = new AttestationSigner(
+          this.deps.wallet,
+          attestationDomain(this.target.chainId, this.config.oracleAddress),
+        );
         await this.checkSigner();
         this.stats.targetReachable = true;
         return this.target;
@@ -168,8 +173,10 @@ export class TelemetryService {
    */
   async dryRun(print: (line: Record<string, unknown>) => void): Promise<number> {
     this.target = await this.deps.submitter.connect();
-    this.domain = attestationDomain(this.target.chainId, this.config.oracleAddress);
-    const domain = this.domain;
+    const signer = new AttestationSigner(
+      this.deps.wallet,
+      attestationDomain(this.target.chainId, this.config.oracleAddress),
+    );
     await this.scan(Date.now());
 
     const nextNonce = new Map<string, bigint>();
@@ -187,8 +194,7 @@ export class TelemetryService {
       print({
         file: revision.file,
         attestation: attestationToJson(attestation),
-        signature: await signAttestation(this.deps.wallet, domain, attestation),
-        digest: attestationDigest(domain, attestation),
+        ...signer.sign(attestation),
       });
     }
     return due.length;
@@ -268,24 +274,23 @@ export class TelemetryService {
   }
 
   private async scan(nowMs: number): Promise<void> {
-    const result = await this.deps.scanner.scan(nowMs);
+    const result = await this.deps.scanner.scan(nowMs, (scanned) => this.handleScanned(scanned));
     for (const problem of result.problems) {
       this.logger.warn({ path: problem.path }, problem.reason);
     }
+  }
 
-    for (const scanned of result.changed) {
-      if (!scanned.outcome.ok) {
-        if (scanned.report) {
-          this.stats.recordSkip(scanned.outcome.skip.code);
-          this.logger.warn(
-            { file: scanned.file, reason: scanned.outcome.skip.code },
-            `log skipped: ${scanned.outcome.skip.reason}`,
-          );
-        }
-        continue;
-      }
+  private handleScanned(scanned: ScannedFile): void {
+    if (scanned.outcome.ok) {
       this.consider(scanned.file, scanned.outcome.log);
+      return;
     }
+    if (!scanned.report) return;
+    this.stats.recordSkip(scanned.outcome.skip.code);
+    this.logger.warn(
+      { file: scanned.file, reason: scanned.outcome.skip.code },
+      `log skipped: ${scanned.outcome.skip.reason}`,
+    );
   }
 
   /** Decides whether a parsed log is a new revision to attest. */
@@ -546,20 +551,20 @@ export class TelemetryService {
       throw new RetryableError(`nonce ${nonce} of ${ids.user} is held by job ${holder.jobId}`);
     }
 
-    const domain = this.requireDomain();
+    const signer = this.requireSigner();
     const time = now ?? (await this.deps.submitter.currentTime());
     const attestation: Attestation = {
       ...figures,
       nonce,
       deadline: time + BigInt(this.config.deadlineBufferSec),
     };
-    const signature = await signAttestation(this.deps.wallet, domain, attestation);
+    const { signature, digest } = signer.sign(attestation);
     await this.state.recordSigned({
       ...ids,
       attestation: attestationToJson(attestation),
       signature,
-      digest: attestationDigest(domain, attestation),
-      idempotencyKey: idempotencyKey(domain, ids, nonce),
+      digest,
+      idempotencyKey: idempotencyKey(signer.domain, ids, nonce),
       signedAtMs: Date.now(),
     });
     const recorded = this.state.pendingFor(ids.key);
@@ -696,9 +701,9 @@ export class TelemetryService {
     if (this.stopping) throw new StopRequestedError();
   }
 
-  private requireDomain(): TypedDataDomain {
-    if (this.domain === undefined) throw new RetryableError('not connected to the target yet');
-    return this.domain;
+  private requireSigner(): AttestationSigner {
+    if (this.signer === undefined) throw new RetryableError('not connected to the target yet');
+    return this.signer;
   }
 }
 

@@ -170,13 +170,12 @@ async function countDue(
     maxFileBytes: settings.maxFileBytes,
     fullScanEvery: 1,
   });
-  const result = await scanner.scan(Date.now());
   let due = 0;
   let skipped = 0;
-  for (const scanned of result.changed) {
+  const result = await scanner.scan(Date.now(), (scanned) => {
     if (!scanned.outcome.ok) {
       skipped += 1;
-      continue;
+      return;
     }
     const key = revisionKey(scanned.outcome.log.agent, scanned.outcome.log.jobId);
     const attested = Math.max(
@@ -184,7 +183,7 @@ async function countDue(
       state?.pendingFor(key)?.lastUpdatedMs ?? -1,
     );
     if (scanned.outcome.log.lastUpdatedMs > attested) due += 1;
-  }
+  });
   return { files: result.filesSeen, due, skipped };
 }
 

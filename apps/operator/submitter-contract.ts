@@ -100,6 +100,8 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
         `no contract at ENERGY_ORACLE_ADDRESS ${this.options.oracleAddress} on chain ${chainId}; check the address and the RPC endpoint`,
       );
     }
+    // The readiness check calls connect() too, so the balance is also refreshed while idle.
+    if (this.meter !== undefined) this.meter.setSignerBalance(await this.signerBalance());
     return {
       chainId,
       target: `${redactUrl(this.options.rpcUrl)} oracle ${this.options.oracleAddress}`,
@@ -276,6 +278,8 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     signature: string,
     receipt: TransactionReceipt,
   ): Promise<Inspection> {
+    // A mined transaction costs gas whether it reverted or not; the meter counts each hash once.
+    this.meter?.recordGasSpent(receipt.fee, receipt.hash);
     if (receipt.status !== 1) {
       return { state: 'not-accepted', reason: `transaction ${receipt.hash} reverted` };
     }
@@ -320,59 +324,39 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
   }
 
   /**
-   * Signs and broadcasts a transaction. Sends are queued so that account nonces go out in
-   * order. The transaction is recorded in the state before the broadcast, so a crash right
-   * after it still leaves the hash to look for.
+   * Signs and broadcasts a transaction. Only the account nonce and the signature are taken
+   * in order, in a queue; recording and broadcasting run side by side, so that the state
+   * writes of many transactions share one fsync. A node keeps a transaction that arrives
+   * before its lower account nonce until the gap fills. The transaction is recorded before
+   * its broadcast, so a crash right after it still leaves the hash to look for.
    */
-  private broadcast(
+  private async broadcast(
     attestation: Attestation,
     signature: string,
     context: DeliveryContext,
   ): Promise<TransactionRecord> {
+    const provider = this.requireProvider();
     const data = this.requireOracle().interface.encodeFunctionData('verify', [
       attestation,
       signature,
     ]);
-    // Gas and fees are read before joining the queue, so that only signing, recording and
-    // broadcasting wait for one another.
-    const send = this.transactionFields(data).then((fields) => {
-      const queued = this.sendQueue.then(() => this.signAndSend(fields, context));
-      this.sendQueue = queued.catch(() => undefined);
-      return queued;
-    });
-    return send;
-  }
-
-  private async signAndSend(
-    fields: TransactionFields,
-    context: DeliveryContext,
-  ): Promise<TransactionRecord> {
-    const provider = this.requireProvider();
+    const fields = await this.transactionFields(data);
 
     for (let attempt = 1; attempt <= 3; attempt += 1) {
-      const accountNonce = await this.allocateAccountNonce();
-      const rawTx = await this.wallet.signTransaction({ ...fields, nonce: accountNonce });
-      const record: TransactionRecord = { txHash: keccak256(rawTx), rawTx, accountNonce };
+      const record = await this.inOrder(() => this.signNext(fields));
       await context.recordTransaction(record);
+      this.rememberTransaction(record);
 
-      this.recentTransactions.set(accountNonce, rawTx);
-      if (this.recentTransactions.size > MAX_RECENT_TRANSACTIONS) {
-        this.recentTransactions.delete(Math.min(...this.recentTransactions.keys()));
-      }
       try {
-        await provider.broadcastTransaction(rawTx);
-        this.nextAccountNonce = accountNonce + 1;
+        await provider.broadcastTransaction(record.rawTx);
         return record;
       } catch (error) {
         const kind = classifySendError(error);
-        if (kind === 'already-known') {
-          this.nextAccountNonce = accountNonce + 1;
-          return record;
-        }
+        if (kind === 'already-known') return record;
         this.nextAccountNonce = undefined;
         if (kind === 'nonce-taken') {
           context.logger.warn(
-            { accountNonce, err: describeError(error) },
+            { accountNonce: record.accountNonce, err: describeError(error) },
             'account nonce already used; reading it from the chain again',
           );
           continue;
@@ -391,6 +375,27 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     throw new RetryableError(
       'no free account nonce after three tries; another process may be sending from the signer account',
     );
+  }
+
+  private inOrder<T>(work: () => Promise<T>): Promise<T> {
+    const queued = this.sendQueue.then(work);
+    this.sendQueue = queued.catch(() => undefined);
+    return queued;
+  }
+
+  /** Takes the next account nonce and signs the transaction with it. */
+  private async signNext(fields: TransactionFields): Promise<TransactionRecord> {
+    const accountNonce = await this.allocateAccountNonce();
+    this.nextAccountNonce = accountNonce + 1;
+    const rawTx = await this.wallet.signTransaction({ ...fields, nonce: accountNonce });
+    return { txHash: keccak256(rawTx), rawTx, accountNonce };
+  }
+
+  private rememberTransaction(record: TransactionRecord): void {
+    this.recentTransactions.set(record.accountNonce, record.rawTx);
+    if (this.recentTransactions.size > MAX_RECENT_TRANSACTIONS) {
+      this.recentTransactions.delete(Math.min(...this.recentTransactions.keys()));
+    }
   }
 
   /** The account nonce comes from the chain (pending) at start and after any send error. */
