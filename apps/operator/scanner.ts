@@ -37,7 +37,7 @@ export interface ScanResult {
 export interface ScannerOptions {
   maxFileBytes: number;
   fullScanEvery: number;
-  /** With watching on, every this many cycles every folder is listed anyway. Default 6. */
+  /** With watching on, every this many cycles every folder is listed anyway. Default 30. */
   statWalkEvery?: number | undefined;
   shard?: { index: number; count: number } | undefined;
 }
@@ -64,7 +64,8 @@ interface FolderRecord {
 
 /** How many directory entries are handled between two yields to the event loop. */
 const ENTRIES_PER_SLICE = 2000;
-const DEFAULT_STAT_WALK_EVERY = 6;
+/** With watching on, a full listing every 30 cycles (5 minutes at the default interval) catches a missed event. */
+const DEFAULT_STAT_WALK_EVERY = 30;
 
 export class LogScanner {
   private readonly folders = new Map<string, FolderRecord>();

@@ -118,8 +118,7 @@ export class TelemetryService {
     if (this.target === undefined) await this.connect();
     if (this.stopping) return undefined;
     await this.reconcile();
-    if (this.config.watch && options.once !== true)
-      this.deps.scanner.watch(() => this.onFilesChanged());
+    if (this.config.watch && options.once !== true) this.watchLogs();
 
     let last: CycleResult | undefined;
     try {
@@ -132,6 +131,11 @@ export class TelemetryService {
       this.deps.scanner.close();
     }
     return last;
+  }
+
+  /** Watches the log folders, so that a change starts a cycle and quiet folders are skipped. */
+  watchLogs(): void {
+    this.deps.scanner.watch(() => this.onFilesChanged());
   }
 
   /** Connects to the target, retrying with a growing delay for as long as it is unreachable. */

@@ -13,6 +13,7 @@ import {
 import fc from 'fast-check';
 import type { Attestation, MappingSettings } from '../../apps/operator/attestation';
 import {
+  AttestationSigner,
   attestationDigest,
   attestationDomain,
   attestationFromJson,
@@ -248,6 +249,28 @@ describe('signAttestation', () => {
     const signature = await signAttestation(wallet, domain, sampleAttestation());
     const otherDigest = digestByHand(CHAIN_ID, ORACLE, sampleAttestation({ nonce: 8n }));
     assert.notEqual(recoverAddress(otherDigest, signature), wallet.address);
+  });
+});
+
+describe('AttestationSigner', () => {
+  const domain = attestationDomain(CHAIN_ID, ORACLE);
+  const signer = new AttestationSigner(wallet, domain);
+
+  test('digest matches hand-built digest', () => {
+    const attestation = sampleAttestation();
+    assert.equal(signer.sign(attestation).digest, digestByHand(CHAIN_ID, ORACLE, attestation));
+  });
+
+  test('signature matches signTypedData', async () => {
+    const attestation = sampleAttestation({ nonce: 42n });
+    const expected = await signAttestation(wallet, domain, attestation);
+    assert.equal(signer.sign(attestation).signature, expected);
+  });
+
+  test('signature recovers to signer', () => {
+    const attestation = sampleAttestation({ energy: -5n });
+    const { signature, digest } = signer.sign(attestation);
+    assert.equal(recoverAddress(digest, signature), wallet.address);
   });
 });
 

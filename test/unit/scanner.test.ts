@@ -373,3 +373,65 @@ describe('shards', () => {
     for (const agentDir of agentDirs) assert.equal(shardOf(agentDir, 1), 0);
   });
 });
+
+describe('watched scanning', () => {
+  test('watched change found next scan', async () => {
+    const root = freshFolder();
+    writeLog(root, AGENT, '1004.json', logText());
+    writeLog(root, OTHER_AGENT, '1005.json', logText('1005', OTHER_AGENT));
+    const scanner = new LogScanner(root, OPTIONS);
+    let events = 0;
+    scanner.watch(() => (events += 1));
+
+    try {
+      const first = await scanner.scan(NOW_MS);
+      assert.equal(first.changed.length, 2);
+      const quiet = await scanner.scan(NOW_MS);
+      assert.equal(quiet.changed.length, 0);
+      assert.equal(quiet.filesSeen, 2, 'quiet folders still count their files');
+
+      writeLog(root, AGENT, '1004.json', logText().replace('"runs": 3', '"runs": 4'));
+      await sleep(200);
+      assert.ok(events > 0, 'the watch reported the change');
+      const changed = await scanner.scan(NOW_MS);
+      assert.deepEqual(names(changed.changed), [`${AGENT}/1004.json`]);
+    } finally {
+      scanner.close();
+    }
+  });
+
+  test('new agent folder found when watched', async () => {
+    const root = freshFolder();
+    writeLog(root, AGENT, '1004.json', logText());
+    const scanner = new LogScanner(root, OPTIONS);
+    scanner.watch(() => undefined);
+
+    try {
+      await scanner.scan(NOW_MS);
+      writeLog(root, OTHER_AGENT, '1006.json', logText('1006', OTHER_AGENT));
+      await sleep(200);
+      const second = await scanner.scan(NOW_MS);
+      assert.deepEqual(names(second.changed), [`${OTHER_AGENT}/1006.json`]);
+    } finally {
+      scanner.close();
+    }
+  });
+
+  test('closed watches fall back to listing', async () => {
+    const root = freshFolder();
+    writeLog(root, AGENT, '1004.json', logText());
+    const scanner = new LogScanner(root, { ...OPTIONS, statWalkEvery: 2 });
+    scanner.watch(() => undefined);
+
+    try {
+      await scanner.scan(NOW_MS);
+      // Without watches every folder is listed again, so the change is still found.
+      scanner.close();
+      writeLog(root, AGENT, '1007.json', logText('1007'));
+      const found = await scanner.scan(NOW_MS);
+      assert.deepEqual(names(found.changed), [`${AGENT}/1007.json`]);
+    } finally {
+      scanner.close();
+    }
+  });
+});
