@@ -128,7 +128,9 @@ export function mergeSettings(
 
   for (const source of [fromFile, env, fromArgs]) {
     for (const [name, value] of Object.entries(source)) {
-      if (value === undefined) continue;
+      // An empty value (`TELEMETRY_ROLE=` in a compose file) counts as unset, so a lower
+      // source or the default applies.
+      if (value === undefined || value.trim() === '') continue;
       if (name in DEFAULTS) {
         merged[name] = value;
       } else if (KNOWN_PREFIXES.some((prefix) => name.startsWith(prefix))) {

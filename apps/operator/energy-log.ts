@@ -118,6 +118,10 @@ export function parseEnergyLog(location: LogLocation, text: string, nowMs: numbe
     document = parse(body);
   } catch (error) {
     const detail = error instanceof Error ? error.message : String(error);
+    if (/duplicate key/i.test(detail)) {
+      // A finished file, not a half-written one: read it again only when it changes.
+      return skip('invalid-json', `the file has a duplicate key (${detail})`);
+    }
     return skip(
       'invalid-json',
       `the file is not valid JSON (${detail}); it may be half-written`,

@@ -252,6 +252,8 @@ export class StateStore {
 
   private async openForAppend(validBytes: number): Promise<void> {
     this.handle = await fs.promises.open(this.file, 'a', 0o600);
+    // A file created by an older version or by hand may be readable by others.
+    await this.handle.chmod(0o600);
     this.size = validBytes;
   }
 

@@ -135,8 +135,9 @@ function parseJson(text: string): Record<string, unknown> | undefined {
 /** Reads `Retry-After` as seconds or as an HTTP date. */
 export function parseRetryAfter(header: string | null, nowMs = Date.now()): number | undefined {
   if (header === null || header.trim() === '') return undefined;
-  const seconds = Number(header);
-  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - nowMs;
+  // Seconds (RFC 9110 allows whole seconds; a fraction is accepted too) or an HTTP date.
+  const trimmed = header.trim();
+  const ms = /^\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) * 1000 : Date.parse(trimmed) - nowMs;
   if (!Number.isFinite(ms)) return undefined;
   return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
 }

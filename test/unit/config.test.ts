@@ -575,3 +575,15 @@ describe('secrets in config errors', () => {
     assertNoSecret(problems.join('\n'));
   });
 });
+
+describe('empty values', () => {
+  test('empty environment value falls through', () => {
+    const { raw } = mergeSettings([], { TELEMETRY_ROLE: '' }, 'TELEMETRY_ROLE=7\n');
+    assert.equal(raw.TELEMETRY_ROLE, '7');
+  });
+
+  test('empty value everywhere gives default', () => {
+    const { raw } = mergeSettings(['TELEMETRY_ROLE='], { TELEMETRY_ROLE: ' ' }, undefined);
+    assert.equal(raw.TELEMETRY_ROLE, '2');
+  });
+});

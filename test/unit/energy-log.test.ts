@@ -810,3 +810,16 @@ function mutatedLogProperty(
     checkOutcome(location, toJson(log));
   });
 }
+
+describe('duplicate keys', () => {
+  test('duplicate key skip not transient', () => {
+    const location = { agentDir: AGENT, fileName: '77.json' };
+    const text = `{"jobId": "77", "agent": "${AGENT}", "jobId": "78"}`;
+    const outcome = parseEnergyLog(location, text, NOW_MS);
+    assert.equal(outcome.ok, false);
+    if (outcome.ok) return;
+    assert.equal(outcome.skip.code, 'invalid-json');
+    assert.match(outcome.skip.reason, /duplicate key/);
+    assert.equal(outcome.skip.transient, false);
+  });
+});

@@ -204,3 +204,10 @@ describe('parseRetryAfter', () => {
     });
   }
 });
+
+describe('parseRetryAfter strictness', () => {
+  test('hex and exponent not seconds', () => {
+    assert.equal(parseRetryAfter('0x10', 0), undefined);
+    assert.equal(parseRetryAfter('1e3', 0), undefined);
+  });
+});

@@ -387,3 +387,14 @@ describe('state compaction', () => {
     assert.equal(after.split('\n').length - 1, 502);
   });
 });
+
+describe('file mode', () => {
+  test('existing state file made private', async () => {
+    const file = freshFile();
+    fs.writeFileSync(file, `${HEADER}\n`, { mode: 0o644 });
+    fs.chmodSync(file, 0o644);
+    const store = await StateStore.open(file, logger);
+    await store.close();
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+  });
+});
