@@ -100,7 +100,7 @@ function mustParse(text: string): Fraction {
   return parsed;
 }
 
-/** A short, stable hash of the figures, to notice a log that changed without a new lastUpdated. */
+/** Hashes the figures, to notice a log that changed without a new lastUpdated. */
 export function figuresFingerprint(figures: AttestationFigures): string {
   const text = [
     figures.jobId,
@@ -153,7 +153,7 @@ export class AttestationSigner {
   }
 }
 
-/** The attestation as JSON-safe decimal strings: the API body and the state file both use it. */
+/** Converts the attestation to decimal strings, the form of the API body and the state file. */
 export function attestationToJson(attestation: Attestation): Record<keyof Attestation, string> {
   return {
     jobId: attestation.jobId.toString(),

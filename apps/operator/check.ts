@@ -166,7 +166,7 @@ async function checkContract(config: Config, wallet: Wallet): Promise<CheckResul
   return results;
 }
 
-/** The API has no health route: any HTTP answer proves it is reachable. */
+/** The API has no health route: any HTTP response proves it is reachable. */
 async function checkApi(config: Config): Promise<CheckResult> {
   const url = config.apiUrl ?? '';
   try {

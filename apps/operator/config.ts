@@ -7,7 +7,7 @@ import { Secret } from './secret';
 
 export type Mode = 'contract' | 'api';
 
-/** Where the signer key comes from. Exactly one source may be configured. */
+/** Source of the signer key. Exactly one source may be configured. */
 export type SignerSource =
   | { kind: 'variable'; key: Secret }
   | { kind: 'file'; path: string; key: Secret }
@@ -275,7 +275,7 @@ export function isLoopbackHost(hostname: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
-/** Shows a value in a message, or hides it when the variable holds a secret. */
+/** Shows a value in a message, or hides it when the variable is a secret. */
 function shown(name: string, value: string): string {
   return SECRET_VARIABLES.has(name) ? '(value hidden)' : JSON.stringify(value);
 }

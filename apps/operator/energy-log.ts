@@ -29,7 +29,7 @@ export interface JobLog {
 }
 
 /**
- * Why a file was skipped. `transient` skips (a half-written file, a clock ahead of ours)
+ * Reason a file was skipped. `transient` skips (a half-written file, a clock ahead of ours)
  * are read again every cycle; the others only when the file changes.
  */
 export interface Skip {
@@ -179,7 +179,7 @@ function resolveJobId(document: Record<string, unknown>, fileStem: string): bigi
   return fromFile;
 }
 
-/** Checksummed addresses by their written form: one agent folder holds many logs. */
+/** Checksummed addresses by their written form, because one agent folder has many logs. */
 const checksumCache = new Map<string, string>();
 const CHECKSUM_CACHE_SIZE = 10_000;
 

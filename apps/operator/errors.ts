@@ -41,7 +41,7 @@ export class RetryableError extends Error {
 }
 
 /**
- * Why the contract or the API refused an attestation. `deadline-passed` and `nonce-used`
+ * Reason the contract or the API rejected an attestation. `deadline-passed` and `nonce-used`
  * can be repaired by the daemon itself (sign again); the others need the operator.
  */
 export type RejectionReason =

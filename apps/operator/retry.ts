@@ -19,7 +19,7 @@ export interface RetryHooks {
   onRetry(error: RetryableError, attempt: number, delayMs: number): void;
 }
 
-/** The wait after the n-th failed attempt (1-based), before any `Retry-After` floor. */
+/** Returns the wait after the n-th failed attempt (1-based), before any `Retry-After` floor. */
 export function backoffDelayMs(policy: RetryPolicy, failedAttempt: number): number {
   return policy.baseDelayMs * 2 ** (failedAttempt - 1);
 }

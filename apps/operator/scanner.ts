@@ -10,8 +10,9 @@ import { parseEnergyLog } from './energy-log';
  *
  * Each file is remembered by its size, modification time, change time and inode, so an
  * unchanged file is never opened twice. With watching on, a cycle lists and stats only the
- * agent folders that reported a change since the last cycle; every `statWalkEvery` cycles,
- * and for folders that cannot be watched, every folder is listed and every file stated.
+ * agent folders that reported a change since the last cycle. Every `statWalkEvery` cycles
+ * all folders are listed and every file stated, and so are folders that cannot be watched
+ * in every cycle.
  * Every `fullScanEvery` cycles all files are read again, for file systems whose timestamps
  * cannot be trusted.
  */
@@ -407,7 +408,7 @@ export class LogScanner {
   }
 }
 
-/** The shard (0 to count - 1) an agent folder belongs to; stable across hosts and restarts. */
+/** Returns the shard (0 to count - 1) of an agent folder, the same on every host and after restarts. */
 export function shardOf(agentDir: string, count: number): number {
   const digest = createHash('sha256').update(agentDir.toLowerCase()).digest();
   return digest.readUInt32BE(0) % count;

@@ -58,9 +58,9 @@ export interface CycleResult {
   capReached: boolean;
 }
 
-/** Longest wait between two attempts of a revision that keeps failing, across cycles. */
+/** Maximum wait between two attempts of a revision that keeps failing, across cycles. */
 const MAX_CYCLE_BACKOFF_MS = 15 * 60 * 1000;
-/** Longest wait between two connection attempts at start. */
+/** Maximum wait between two connection attempts at start. */
 const MAX_CONNECT_DELAY_MS = 60 * 1000;
 /** A changed file usually comes with several events; they are gathered for this long. */
 const WATCH_DEBOUNCE_MS = 50;
@@ -529,7 +529,7 @@ export class TelemetryService {
 
   /**
    * Signs a revision with a nonce and records it durably before anything is sent. Refuses
-   * when another revision already holds the user's nonce: two signatures for one nonce
+   * when another revision has already taken the user's nonce: two signatures for one nonce
    * could pay for the wrong job.
    */
   private async sign(
@@ -721,7 +721,7 @@ function revisionIds(revision: PendingRevision): Record<string, string> {
 }
 
 /**
- * The API's Idempotency-Key: the same for every try of one revision with one nonce, and
+ * Derives the API's Idempotency-Key: the same for every try of one revision with one nonce, and
  * different for any other revision, target or nonce.
  */
 function idempotencyKey(

@@ -147,12 +147,12 @@ export class StateStore {
     return records;
   }
 
-  /** Every job's last accepted revision. */
+  /** Iterates over every job's last accepted revision. */
   doneJobsEntries(): IterableIterator<[string, DoneJob]> {
     return this.doneJobs.entries();
   }
 
-  /** Every user's last nonce. */
+  /** Iterates over every user's last nonce. */
   nonceEntries(): IterableIterator<[string, bigint]> {
     return this.lastNonces.entries();
   }
@@ -178,12 +178,12 @@ export class StateStore {
     return this.pendingRevisions.get(key);
   }
 
-  /** The highest nonce this daemon assigned or saw accepted for the user; 0 when none. */
+  /** Returns the highest nonce this daemon assigned or saw accepted for the user; 0 when none. */
   lastNonce(user: string): bigint {
     return this.lastNonces.get(user) ?? 0n;
   }
 
-  /** The pending revision that holds the user's nonce, if any. */
+  /** Returns the pending revision that has taken the user's nonce, if any. */
   nonceHolder(user: string, nonce: string): PendingRevision | undefined {
     for (const revision of this.pendingRevisions.values()) {
       if (revision.user === user && revision.attestation.nonce === nonce) return revision;

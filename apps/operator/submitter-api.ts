@@ -7,7 +7,7 @@ import type { Acceptance, DeliveryContext, Inspection, Submitter, TargetInfo } f
 /**
  * API mode: POST each signed attestation to the ingestion endpoint. The `Idempotency-Key`
  * is fixed per revision and nonce, so a server that accepted a first try and then failed
- * to answer replays its first response to the next try instead of accepting twice.
+ * to respond replays its first response to the next try instead of accepting twice.
  */
 
 export interface ApiSubmitterOptions {
@@ -39,7 +39,7 @@ export class ApiSubmitter implements Submitter {
     return Promise.resolve(BigInt(Math.floor(Date.now() / 1000)));
   }
 
-  /** The API has no read endpoint: a pending revision is resolved by sending it again. */
+  /** Reports every pending revision as not accepted: the API has no read endpoint, so sending again settles it. */
   inspect(): Promise<Inspection> {
     return Promise.resolve({
       state: 'not-accepted',
@@ -64,7 +64,7 @@ export class ApiSubmitter implements Submitter {
 
     const summary = `${response.status} ${text.slice(0, 300)}`.trim();
     if (response.status === 408 || response.status >= 500) {
-      throw new RetryableError(`the API answered ${summary}`);
+      throw new RetryableError(`the API responded ${summary}`);
     }
     if (response.status === 429) {
       const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));

@@ -50,7 +50,7 @@ export interface ContractSubmitterOptions {
 const RECEIPT_POLL_MS = 250;
 /** Raw transactions kept for broadcasting again after a re-org. */
 const MAX_RECENT_TRANSACTIONS = 1024;
-/** While no receipt shows up, every this many polls the node is asked whether it still knows the transaction. */
+/** While no receipt shows up, every this many polls the node is asked whether it still has the transaction. */
 const DROP_CHECK_EVERY_POLLS = 8;
 
 export class ContractSubmitter implements Submitter, ContractNonceReader {
@@ -124,7 +124,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     );
   }
 
-  /** The signer account's balance in wei, which pays for gas. */
+  /** Reads the signer account's balance in wei, which pays for gas. */
   async signerBalance(): Promise<bigint> {
     return this.rpc(
       () => this.requireProvider().getBalance(this.wallet.address),
@@ -398,7 +398,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     }
   }
 
-  /** The account nonce comes from the chain (pending) at start and after any send error. */
+  /** Returns the next account nonce, read from the chain (pending) at start and after any send error. */
   private async allocateAccountNonce(): Promise<number> {
     if (this.nextAccountNonce === undefined) {
       const provider = this.requireProvider();
@@ -445,7 +445,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
 
   /**
    * Polls for the receipt and its confirmations, for at most TELEMETRY_TX_TIMEOUT_MS. A
-   * transaction that the node no longer knows (dropped from the mempool, or removed by a
+   * transaction that the node no longer has (dropped from the mempool, or removed by a
    * re-org) is broadcast again, the same signed bytes. A transaction not mined in time is
    * broadcast again before giving up this attempt.
    */
@@ -577,7 +577,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     const body = (await response.json().catch(() => ({}))) as { result?: string };
     if (!response.ok || typeof body.result !== 'string') {
       throw new RetryableError(
-        `the RPC endpoint ${redactUrl(this.options.rpcUrl)} answered ${response.status} to eth_chainId`,
+        `the RPC endpoint ${redactUrl(this.options.rpcUrl)} responded ${response.status} to eth_chainId`,
       );
     }
     return BigInt(body.result);

@@ -23,9 +23,13 @@ import { StateStore } from './state';
 import { buildStatus, formatStatus, traceJob } from './status';
 
 /**
- * Entry point. Exit codes: 0 after a clean stop, 1 on a crash or a failed `--once` or
- * `check`, 65 when the state file cannot be trusted, 75 when another daemon owns the state
- * file, 78 for invalid configuration (supervisors should not restart on 65 or 78).
+ * Entry point. Exit codes:
+ * - 0 after a clean stop;
+ * - 1 on a crash, or when `--once` or `check` found a failure;
+ * - 65 when the state file cannot be trusted;
+ * - 75 when another daemon owns the state file;
+ * - 78 for invalid configuration.
+ * Supervisors should not restart on 65, 75 or 78.
  */
 
 export const EXIT_FAILURE = 1;
@@ -33,7 +37,7 @@ export const EXIT_STATE = 65;
 export const EXIT_LOCKED = 75;
 export const EXIT_CONFIG = 78;
 
-/** A stop must finish within this time; supervisors are told to wait longer (10 s or more). */
+/** Time a stop may take. Supervisors are set up to wait longer (10 s or more). */
 const STOP_DEADLINE_MS = 8000;
 
 async function main(): Promise<number> {
