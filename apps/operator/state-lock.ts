@@ -125,7 +125,7 @@ function isAlive(owner: LockOwner, lockFile: string): boolean {
     return age < STALE_AFTER_MS;
   }
   // Our own pid in an old lock means a previous run in the same container, where the
-  // daemon is always PID 1: that run is over.
+  // daemon gets the same low PID on every start, so that run is over.
   if (owner.pid === process.pid) return false;
   try {
     process.kill(owner.pid, 0);
