@@ -175,6 +175,14 @@ async function checkApi(config: Config): Promise<CheckResult> {
       signal: AbortSignal.timeout(config.requestTimeoutMs),
     });
     await response.body?.cancel();
+    if (response.status >= 500) {
+      return {
+        name: 'API',
+        ok: false,
+        detail: `${url} responded ${response.status}, a server fault`,
+        fix: 'check the ingestion service and ENERGY_ORACLE_API_URL',
+      };
+    }
     return {
       name: 'API',
       ok: true,

@@ -28,7 +28,8 @@ Commands:
                           failing, the last nonce per agent, the last cycle. With an agent
                           and a job id, trace that job's revisions.
   check                   Check the configuration, the target (RPC or API), the chain id,
-                          the oracle's code and the signer; exit 1 if any check fails.
+                          the oracle's code and the signer; exit 1 if any check fails
+                          (78 if the configuration itself is invalid).
 
 Options:
   --once                  Run one cycle (up to TELEMETRY_MAX_BATCH attestations) and exit;

@@ -52,6 +52,8 @@ export interface Config {
   fullScanEvery: number;
   watch: boolean;
   allowInsecureToken: boolean;
+  /** Start with an empty state file even though the oracle already accepted attestations for these agents. */
+  allowEmptyState: boolean;
   shard: { index: number; count: number } | undefined;
   metricsPort: number | undefined;
   metricsHost: string;
@@ -92,6 +94,7 @@ export const DEFAULTS: Readonly<Record<string, string | undefined>> = {
   TELEMETRY_FULL_SCAN_EVERY: '360',
   TELEMETRY_WATCH: 'true',
   TELEMETRY_ALLOW_INSECURE_TOKEN: 'false',
+  TELEMETRY_ALLOW_EMPTY_STATE: 'false',
   TELEMETRY_SHARD: undefined,
   TELEMETRY_METRICS_PORT: undefined,
   TELEMETRY_METRICS_HOST: '127.0.0.1',
@@ -181,6 +184,10 @@ export function parseConfig(raw: RawSettings): Config {
   const chainId = v.bigInteger('ENERGY_ORACLE_CHAIN_ID', 1n);
   const oracleAddress = v.address('ENERGY_ORACLE_ADDRESS');
   const signer = v.signerSource();
+  const defaultedNote =
+    raw.TELEMETRY_MODE === undefined
+      ? ' (chosen because neither TELEMETRY_MODE nor ENERGY_ORACLE_RPC_URL is set)'
+      : '';
 
   if (oracleAddress === undefined && raw.ENERGY_ORACLE_ADDRESS === undefined) {
     problems.push('ENERGY_ORACLE_ADDRESS is missing: set it to the EnergyOracle contract address');
@@ -190,11 +197,13 @@ export function parseConfig(raw: RawSettings): Config {
   }
   if (mode === 'api') {
     if (apiUrl === undefined && raw.ENERGY_ORACLE_API_URL === undefined) {
-      problems.push('ENERGY_ORACLE_API_URL is missing: API mode needs the ingestion endpoint');
+      problems.push(
+        `ENERGY_ORACLE_API_URL is missing: API mode${defaultedNote} needs the ingestion endpoint`,
+      );
     }
     if (chainId === undefined && raw.ENERGY_ORACLE_CHAIN_ID === undefined) {
       problems.push(
-        'ENERGY_ORACLE_CHAIN_ID is missing: API mode reads no chain, so the EIP-712 domain needs it',
+        `ENERGY_ORACLE_CHAIN_ID is missing: API mode${defaultedNote} reads no chain, so the EIP-712 domain needs it`,
       );
     }
   }
@@ -240,6 +249,7 @@ export function parseConfig(raw: RawSettings): Config {
     fullScanEvery: v.integer('TELEMETRY_FULL_SCAN_EVERY', 1) ?? 360,
     watch: v.boolean('TELEMETRY_WATCH'),
     allowInsecureToken,
+    allowEmptyState: v.boolean('TELEMETRY_ALLOW_EMPTY_STATE'),
     shard: v.shard('TELEMETRY_SHARD'),
     metricsPort: v.integer('TELEMETRY_METRICS_PORT', 1, 65535),
     metricsHost: raw.TELEMETRY_METRICS_HOST ?? '127.0.0.1',

@@ -14,7 +14,13 @@ import {
 } from './attestation';
 import type { Config } from './config';
 import type { JobLog } from './energy-log';
-import { RejectedError, RetryableError, StopRequestedError, describeError } from './errors';
+import {
+  RejectedError,
+  RetryableError,
+  StateError,
+  StopRequestedError,
+  describeError,
+} from './errors';
 import type { NonceProvider } from './nonces';
 import { backoffDelayMs, withRetry } from './retry';
 import type { CycleObserver } from './metrics';
@@ -56,6 +62,8 @@ export interface CycleResult {
   failed: number;
   /** The batch cap was reached and more work is waiting: start the next cycle at once. */
   capReached: boolean;
+  /** Revisions due or pending after the cycle. */
+  remaining: number;
 }
 
 /** Maximum wait between two attempts of a revision that keeps failing, across cycles. */
@@ -92,6 +100,7 @@ export class TelemetryService {
   private wake: (() => void) | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private changedSinceCycle = false;
+  private emptyStateChecked = false;
   private readonly progress = new BacklogProgress();
 
   constructor(private readonly deps: ServiceDependencies) {
@@ -209,6 +218,9 @@ export class TelemetryService {
     const startedAt = Date.now();
     this.changedSinceCycle = false;
     await this.scan(startedAt);
+    if (!(await this.emptyStateIsSafe())) {
+      return { started: 0, accepted: 0, failed: 0, capReached: false, remaining: this.due.size };
+    }
 
     const work = this.chooseWork(startedAt);
     const lanes = groupByUser(work.items);
@@ -233,10 +245,61 @@ export class TelemetryService {
     this.deps.cycleObserver?.observeCycle(durationMs);
     this.state.noteCycle(Date.now());
     this.progress.update(backlog, accepted, this.logger);
-    const result = { started: work.items.length, accepted, failed, capReached: work.capReached };
+    const result = {
+      started: work.items.length,
+      accepted,
+      failed,
+      capReached: work.capReached,
+      remaining: backlog,
+    };
     if (work.items.length > 0)
       this.logger.debug({ ...result, durationMs: Date.now() - startedAt }, 'cycle finished');
     return result;
+  }
+
+  /**
+   * Guards against a lost or misplaced state file, which would send every job again. While
+   * the state is empty, the oracle must not have accepted anything for the logged agents
+   * yet, unless TELEMETRY_ALLOW_EMPTY_STATE says so. Returns false to skip this cycle when
+   * the oracle cannot be read; throws a StateError when the check fails.
+   */
+  private async emptyStateIsSafe(): Promise<boolean> {
+    if (this.emptyStateChecked || !this.state.isEmpty() || this.due.size === 0) return true;
+
+    const users = [...new Set([...this.due.values()].map((due) => due.log.agent))];
+    let attestedUsers: number | undefined;
+    try {
+      attestedUsers = await this.deps.submitter.usersWithAcceptedAttestations(users);
+    } catch (error) {
+      this.logger.warn(
+        { err: describeError(error) },
+        'checking the oracle before the first attestation failed; retrying next cycle',
+      );
+      return false;
+    }
+    this.emptyStateChecked = true;
+
+    if (attestedUsers === undefined) {
+      this.logger.warn(
+        { stateFile: this.state.file, jobs: this.due.size },
+        'the state file is empty, so every job in the log folder is attested; if this daemon delivered attestations before, stop it and restore its state file',
+      );
+      return true;
+    }
+    if (attestedUsers > 0 && !this.config.allowEmptyState) {
+      throw new StateError(
+        `the state file ${this.state.file} is empty, but the oracle already accepted attestations for ${attestedUsers} of the ${users.length} agents in the log folder; ` +
+          'a previous state file may be lost or TELEMETRY_STATE_FILE may point at the wrong file. Restore the state file; ' +
+          'only if another operator attests for the same agents, set TELEMETRY_ALLOW_EMPTY_STATE=true (every job in the log folder is then attested again)',
+      );
+    }
+    if (attestedUsers > 0) {
+      this.logger.warn(
+        { stateFile: this.state.file, agents: attestedUsers },
+        'the state file is empty although the oracle has attestations for these agents; continuing because TELEMETRY_ALLOW_EMPTY_STATE is true',
+      );
+    }
+    return true;
   }
 
   /** Settles what a previous run left signed and possibly sent, before any new work. */

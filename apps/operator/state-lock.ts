@@ -80,7 +80,11 @@ export class StateLock {
   }
 
   noteCycle(atMs: number): void {
+    const first = this.lastCycleAt === undefined;
     this.lastCycleAt = new Date(atMs).toISOString();
+    // The first cycle is written at once, so that `status` does not show "unknown" for up to
+    // a heartbeat interval after start.
+    if (first) this.touch();
   }
 
   /** Rewrites the lock with a fresh heartbeat and the last cycle time. */

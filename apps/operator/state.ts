@@ -166,6 +166,13 @@ export class StateStore {
     return this.doneJobs.get(key);
   }
 
+  /** True while the state records nothing at all: no job done, no revision signed. */
+  isEmpty(): boolean {
+    return (
+      this.doneJobs.size === 0 && this.pendingRevisions.size === 0 && this.lastNonces.size === 0
+    );
+  }
+
   doneCount(): number {
     return this.doneJobs.size;
   }

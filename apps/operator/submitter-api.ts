@@ -48,6 +48,10 @@ export class ApiSubmitter implements Submitter {
     });
   }
 
+  usersWithAcceptedAttestations(): Promise<number | undefined> {
+    return Promise.resolve(undefined);
+  }
+
   signerAuthorised(): Promise<boolean | undefined> {
     return Promise.resolve(undefined);
   }

@@ -132,6 +132,14 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     );
   }
 
+  async usersWithAcceptedAttestations(users: string[]): Promise<number> {
+    let count = 0;
+    for (const user of users) {
+      if ((await this.acceptedNonce(user)) > 0n) count += 1;
+    }
+    return count;
+  }
+
   async acceptedNonce(user: string, blockTag?: number): Promise<bigint> {
     return this.rpc(
       () => this.callOracle<bigint>('nonces', [user], blockTag),

@@ -40,6 +40,11 @@ export interface Submitter {
   currentTime(): Promise<bigint>;
   inspect(revision: PendingRevision): Promise<Inspection>;
   deliver(revision: PendingRevision, context: DeliveryContext): Promise<Acceptance>;
+  /**
+   * Counts the users for whom the target already accepted attestations; undefined when the
+   * target cannot be asked (the API).
+   */
+  usersWithAcceptedAttestations(users: string[]): Promise<number | undefined>;
   /** True when the signer may sign for the target; undefined when the target cannot tell. */
   signerAuthorised(): Promise<boolean | undefined>;
   close(): Promise<void>;

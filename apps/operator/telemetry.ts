@@ -1,10 +1,11 @@
 #!/usr/bin/env node
+import pino from 'pino';
 import type { Logger } from 'pino';
 import { HELP, packageVersion, parseCli } from './cli';
 import type { CliOptions } from './cli';
 import { formatChecks, runChecks } from './check';
 import type { Config } from './config';
-import { loadConfig, mergeSettings, readDotenv } from './config';
+import { mergeSettings, parseConfig, readDotenv } from './config';
 import type { Daemon } from './daemon';
 import { createDaemon, createSubmitter } from './daemon';
 import type { HealthServer } from './health-server';
@@ -61,25 +62,36 @@ async function main(): Promise<number> {
   if (cli.command === 'status') return status(args, cli);
 
   let config: Config;
-  let unknown: string[];
+  let unknown: string[] = [];
   try {
-    ({ config, unknown } = loadConfig(args));
+    const settings = mergeSettings(args, process.env, readDotenv(process.cwd()));
+    unknown = settings.unknown;
+    config = parseConfig(settings.raw);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
+    // A typo in a variable name is often the cause of a missing variable, so say both.
+    const typos = unknown.map((name) => `${name} is not a variable this daemon reads (a typo?)`);
     if (cli.command === 'check') {
-      process.stdout.write(
-        `${error.problems.map((problem) => `FAIL  configuration      ${problem}`).join('\n')}\n`,
-      );
+      const lines = [
+        ...error.problems.map((problem) => `FAIL  configuration      ${problem}`),
+        ...typos.map((typo) => `WARN  configuration      ${typo}`),
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
     } else {
+      const hint = typos.length > 0 ? `\nalso: ${typos.join('; ')}` : '';
       createLogger('info').fatal(
-        { problems: error.problems },
-        `${error.message}\nfix the variables above and start again`,
+        { problems: error.problems, unknownVariables: unknown },
+        `${error.message}${hint}\nfix the variables above and start again`,
       );
     }
     return EXIT_CONFIG;
   }
 
-  const logger = createLogger(config.logLevel);
+  // Dry-run output is the attestations on stdout, so its log lines go to stderr.
+  const logger = createLogger(
+    config.logLevel,
+    cli.dryRun ? pino.destination({ dest: 2, sync: true }) : undefined,
+  );
   for (const name of unknown) {
     logger.warn(
       { variable: name },
@@ -241,6 +253,14 @@ async function runDaemon(config: Config, logger: Logger, once: boolean): Promise
       process.send?.('ready');
       const last = await service.run({ once });
       failed = last?.failed ?? 0;
+      if (once && last !== undefined) {
+        logger.info(
+          { accepted: last.accepted, failed: last.failed, stillDue: last.remaining },
+          last.remaining > 0
+            ? 'one cycle done; more revisions are due and go out in the next run'
+            : 'one cycle done; nothing else is due',
+        );
+      }
     }
   } finally {
     await listener?.close();

@@ -94,7 +94,8 @@ describe('configuration errors', () => {
       },
       ['--dry-run'],
     );
-    assert.ok(daemon.lines.some((line) => line.variable === 'TELEMETRY_POLL_INTERVALL_MS'));
+    // With --dry-run the log lines go to stderr, next to the attestations on stdout.
+    assert.match(daemon.output, /TELEMETRY_POLL_INTERVALL_MS is not a variable this daemon reads/);
   });
 
   test('two key sources rejected', async () => {

@@ -151,4 +151,20 @@ describe('contract mode end to end', () => {
     const block = await chain.provider.getBlock(acceptances[acceptances.length - 1]!.blockNumber);
     assert.ok(acceptances[acceptances.length - 1]!.att.deadline >= BigInt(block!.timestamp));
   });
+
+  test('empty state refused when oracle has attestations', async () => {
+    const before = (await readAcceptances(chain, oracle.address)).length;
+    const fresh = path.join(folder.path, 'state', 'fresh.json');
+    const daemon = new DaemonProcess(env({ TELEMETRY_STATE_FILE: fresh }));
+    const { code } = await daemon.exited;
+
+    assert.equal(code, 65);
+    const fatal = daemon.lines.find((line) => line.level === 'fatal');
+    assert.match(
+      String(fatal?.msg),
+      /fresh\.json is empty, but the oracle already accepted attestations for 3 of the 3 agents/,
+    );
+    assert.match(String(fatal?.msg), /TELEMETRY_ALLOW_EMPTY_STATE=true/);
+    assert.equal((await readAcceptances(chain, oracle.address)).length, before, 'nothing was sent');
+  });
 });
