@@ -186,7 +186,7 @@ export function parseConfig(raw: RawSettings): Config {
   const signer = v.signerSource();
   const defaultedNote =
     raw.TELEMETRY_MODE === undefined
-      ? ' (chosen because neither TELEMETRY_MODE nor ENERGY_ORACLE_RPC_URL is set)'
+      ? ' (the default when TELEMETRY_MODE and the JSON-RPC URL are not set)'
       : '';
 
   if (oracleAddress === undefined && raw.ENERGY_ORACLE_ADDRESS === undefined) {
@@ -209,6 +209,12 @@ export function parseConfig(raw: RawSettings): Config {
   }
 
   const apiToken = raw.ENERGY_ORACLE_API_TOKEN;
+  // eslint-disable-next-line no-control-regex -- control characters are what is checked
+  if (apiToken !== undefined && /[\u0000-\u001f\u007f]/.test(apiToken)) {
+    problems.push(
+      'ENERGY_ORACLE_API_TOKEN contains a line break or another control character (value hidden): expected the token alone on one line',
+    );
+  }
   const allowInsecureToken = v.boolean('TELEMETRY_ALLOW_INSECURE_TOKEN');
   if (mode === 'api' && apiToken !== undefined && apiUrl !== undefined && !allowInsecureToken) {
     const url = new URL(apiUrl);
@@ -278,6 +284,14 @@ function logLevelFrom(raw: RawSettings): string {
     .split(/[\s,]+/)
     .some((name) => name === 'operator-telemetry' || name === '*');
   return wantsDebug ? 'debug' : 'info';
+}
+
+/** The secp256k1 curve order: a private key must be above 0 and below it. */
+const SECP256K1_ORDER = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+function isValidPrivateKey(hex: string): boolean {
+  const value = BigInt(hex);
+  return value > 0n && value < SECP256K1_ORDER;
 }
 
 export function isLoopbackHost(hostname: string): boolean {
@@ -474,9 +488,9 @@ class Validator {
     build: (key: Secret) => SignerSource,
   ): SignerSource | undefined {
     const hex = value.startsWith('0x') ? value : `0x${value}`;
-    if (!/^0x[0-9a-fA-F]{64}$/.test(hex)) {
+    if (!/^0x[0-9a-fA-F]{64}$/.test(hex) || !isValidPrivateKey(hex)) {
       this.problems.push(
-        `${where} is not a private key (value hidden): expected 32 bytes as 64 hex digits`,
+        `${where} is not a private key (value hidden): expected 64 hex digits for a number above 0 and below the secp256k1 curve order`,
       );
       return undefined;
     }

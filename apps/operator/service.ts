@@ -380,8 +380,16 @@ export class TelemetryService {
       lastUpdated: new Date(log.lastUpdatedMs).toISOString(),
     };
 
+    // Two files can name the same job (`12.json` and `0x0c.json`, or two spellings of the
+    // agent's folder). The newest revision wins whichever file is read last.
+    const queued = this.due.get(key);
+    if (queued !== undefined && queued.file !== file) {
+      this.warnDuplicateFile(ids, queued.file);
+      if (queued.log.lastUpdatedMs >= log.lastUpdatedMs) return;
+    }
+
     if (done !== undefined && log.lastUpdatedMs <= done.lastUpdatedMs) {
-      this.due.delete(key);
+      if (queued?.file === file) this.due.delete(key);
       this.warnIfDiverged(
         ids,
         done.lastUpdatedMs,
@@ -402,6 +410,16 @@ export class TelemetryService {
       return;
     }
     this.due.set(key, { key, log, figures, fingerprint, file });
+  }
+
+  private warnDuplicateFile(ids: Record<string, string>, otherFile: string): void {
+    const warning = `duplicate|${[ids.file, otherFile].sort().join('|')}`;
+    if (this.warnedFigures.has(warning)) return;
+    this.warnedFigures.add(warning);
+    this.logger.warn(
+      { ...ids, otherFile },
+      'two log files name the same agent and job; only the newest revision of the two is attested',
+    );
   }
 
   private warnIfDiverged(

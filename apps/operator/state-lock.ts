@@ -69,8 +69,14 @@ export class StateLock {
     // daemons taking over at once cannot both believe they won: the last rename wins and
     // the check below makes the loser fail.
     const claim = `${this.lockFile}.${process.pid}`;
-    fs.writeFileSync(claim, JSON.stringify(me), { mode: 0o600 });
-    fs.renameSync(claim, this.lockFile);
+    try {
+      fs.writeFileSync(claim, JSON.stringify(me), { mode: 0o600 });
+      fs.renameSync(claim, this.lockFile);
+    } catch (error) {
+      throw new StateError(
+        `cannot take over the lock ${this.lockFile}: ${(error as Error).message}; remove it if no daemon is running`,
+      );
+    }
     const after = readOwner(this.lockFile);
     if (after === undefined || !isSelf(after)) {
       throw new StateError(

@@ -50,7 +50,13 @@ export interface TransactionRecord {
 }
 
 export interface PendingRevision extends SignedRevision {
+  /** The latest transaction that carries this revision's attestation. */
   tx?: TransactionRecord | undefined;
+  /**
+   * Every transaction sent for this revision and nonce, oldest first. Any of them may be the
+   * one that gets mined, so all are looked for before the revision may take a new nonce.
+   */
+  txs: TransactionRecord[];
   failures: number;
   lastError?: string | undefined;
 }
@@ -101,7 +107,13 @@ export class StateStore {
    * nothing and sends every job again.
    */
   static async open(file: string, logger: Logger): Promise<StateStore> {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+    } catch (error) {
+      throw new StateError(
+        `cannot create the folder of the state file ${file}: ${(error as Error).message}; check TELEMETRY_STATE_FILE`,
+      );
+    }
     const lock = StateLock.acquire(file);
     try {
       const store = new StateStore(file, lock, logger);
@@ -325,6 +337,7 @@ export class StateStore {
         this.pendingRevisions.set(record.rev.key, {
           ...record.rev,
           tx: sameNonce ? previous.tx : undefined,
+          txs: sameNonce ? previous.txs : [],
           failures: previous?.failures ?? 0,
           lastError: previous?.lastError,
         });
@@ -334,11 +347,13 @@ export class StateStore {
       case 'tx': {
         const pending = this.pendingRevisions.get(record.key);
         if (pending !== undefined) {
-          pending.tx = {
+          const tx = {
             txHash: record.txHash,
             rawTx: record.rawTx,
             accountNonce: record.accountNonce,
           };
+          pending.tx = tx;
+          if (!pending.txs.some((known) => known.txHash === tx.txHash)) pending.txs.push(tx);
         }
         break;
       }
@@ -384,9 +399,9 @@ export class StateStore {
       records.push({ t: 'nonce', user, nonce: nonce.toString() });
     for (const [key, done] of this.doneJobs) records.push({ t: 'done', key, ...done });
     for (const pending of this.pendingRevisions.values()) {
-      const { tx, failures, lastError, ...signed } = pending;
+      const { tx: _latest, txs, failures, lastError, ...signed } = pending;
       records.push({ t: 'sign', rev: signed });
-      if (tx !== undefined) records.push({ t: 'tx', key: pending.key, ...tx });
+      for (const tx of txs) records.push({ t: 'tx', key: pending.key, ...tx });
       if (lastError !== undefined)
         records.push({ t: 'failure', key: pending.key, failures, error: lastError });
     }
@@ -445,7 +460,7 @@ export class StateStore {
       const handle = this.handle;
       try {
         if (handle === undefined) throw new StateError(`the state file ${this.file} is closed`);
-        await handle.write(text);
+        await writeAll(handle, Buffer.from(text));
         await handle.datasync();
       } catch (error) {
         await this.undoPartialWrite();
@@ -530,6 +545,19 @@ function isJournalRecord(value: unknown): value is JournalRecord {
       return isText(record.user) && isInteger(record.nonce);
     default:
       return false;
+  }
+}
+
+/**
+ * Writes every byte. On a nearly full disk a write can succeed for only part of the buffer
+ * and leave the rest for a later write to fail on, so a single write call is not enough.
+ */
+async function writeAll(handle: fs.promises.FileHandle, buffer: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < buffer.length) {
+    const { bytesWritten } = await handle.write(buffer, offset, buffer.length - offset);
+    if (bytesWritten === 0) throw new StateError('the disk accepted no more bytes');
+    offset += bytesWritten;
   }
 }
 

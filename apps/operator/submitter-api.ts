@@ -29,6 +29,9 @@ const REJECTIONS: Record<number, RejectionReason> = {
 };
 
 export class ApiSubmitter implements Submitter {
+  /** Idempotency keys that got one 409 already. */
+  private readonly conflicts = new Set<string>();
+
   constructor(private readonly options: ApiSubmitterOptions) {}
 
   connect(): Promise<TargetInfo> {
@@ -58,15 +61,38 @@ export class ApiSubmitter implements Submitter {
 
   async deliver(revision: PendingRevision, context: DeliveryContext): Promise<Acceptance> {
     const response = await this.post(revision, context.signal);
-    const text = await readBody(response);
+    const text = this.redact(await readBody(response));
 
     if (response.status >= 200 && response.status < 300) {
+      // A 2xx from something other than the API (a proxy's maintenance page) is not proof of
+      // acceptance: an empty body or JSON is, anything else is tried again.
       const body = parseJson(text);
+      if (body === undefined && text.trim() !== '') {
+        throw new RetryableError(
+          `the API responded ${response.status} with a body that is not JSON (${text.slice(0, 80).trim()}); a proxy may be answering for it`,
+        );
+      }
+      this.conflicts.delete(revision.idempotencyKey);
       const reference = String(body?.id ?? body?.reference ?? `http-${response.status}`);
       return { reference, details: { status: response.status } };
     }
 
     const summary = `${response.status} ${text.slice(0, 300)}`.trim();
+    if (response.status >= 300 && response.status < 400) {
+      const location = this.redact(response.headers.get('location') ?? '(no Location header)');
+      throw new RejectedError(
+        'unexpected-status',
+        `the API redirected the request (${response.status} to ${location}); set ENERGY_ORACLE_API_URL to the final address`,
+      );
+    }
+    if (response.status === 409 && !this.conflicts.has(revision.idempotencyKey)) {
+      // A 409 can also mean that the server is still working on an earlier try of this key
+      // (one that timed out here). Only a second 409, after a backoff, is read as a used nonce.
+      this.conflicts.add(revision.idempotencyKey);
+      throw new RetryableError(
+        `the API responded ${summary}; trying the same request once more before taking a new nonce`,
+      );
+    }
     if (response.status === 408 || response.status >= 500) {
       throw new RetryableError(`the API responded ${summary}`);
     }
@@ -89,6 +115,12 @@ export class ApiSubmitter implements Submitter {
     return Promise.resolve();
   }
 
+  /** Replaces the token in text from the network, which a server or an error may echo. */
+  private redact(text: string): string {
+    const token = this.options.token?.reveal();
+    return token === undefined || token === '' ? text : text.split(token).join('[redacted]');
+  }
+
   private async post(revision: PendingRevision, signal: AbortSignal): Promise<Response> {
     const headers: Record<string, string> = {
       'content-type': 'application/json',
@@ -106,12 +138,14 @@ export class ApiSubmitter implements Submitter {
         method: 'POST',
         headers,
         body,
+        // A redirected POST may become a GET without a body; a 3xx is reported instead.
+        redirect: 'manual',
         signal: AbortSignal.any([signal, AbortSignal.timeout(this.options.requestTimeoutMs)]),
       });
     } catch (error) {
       if (signal.aborted) throw error;
-      throw new RetryableError(`the API request failed: ${networkCause(error)}`, {
-        cause: stripRequest(error),
+      throw new RetryableError(`the API request failed: ${this.redact(networkCause(error))}`, {
+        cause: new Error(this.redact(stripRequest(error).message)),
       });
     }
   }

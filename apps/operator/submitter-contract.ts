@@ -1,6 +1,7 @@
 import type { TransactionReceipt, Wallet } from 'ethers';
 import {
   Contract,
+  getAddress,
   FetchRequest,
   JsonRpcProvider,
   Network,
@@ -59,6 +60,8 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
   private chainId: bigint | undefined;
   private nextAccountNonce: number | undefined;
   private sendQueue: Promise<unknown> = Promise.resolve();
+  /** Whether the node answers debug_traceTransaction; unknown until first asked. */
+  private traceAvailable: boolean | undefined;
   /**
    * Raw transactions recently broadcast, by account nonce. After a re-org or a drop they are
    * broadcast again from the account's mined nonce upwards: a missing lower nonce would
@@ -147,38 +150,71 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     );
   }
 
+  /**
+   * Finds where a revision stands. Every transaction sent for it is looked at, because an
+   * older one (dropped, then mined after all) may be the one that carried it.
+   */
   async inspect(revision: PendingRevision): Promise<Inspection> {
     const attestation = attestationFromJson(revision.attestation);
     const provider = this.requireProvider();
+    const sent = revision.txs.length > 0 ? revision.txs : revision.tx ? [revision.tx] : [];
+    const unmined: TransactionRecord[] = [];
+    let minedButNotAccepted: Inspection | undefined;
 
-    if (revision.tx !== undefined) {
+    for (const tx of [...sent].reverse()) {
       const receipt = await this.rpc(
-        () => provider.getTransactionReceipt(revision.tx!.txHash),
+        () => provider.getTransactionReceipt(tx.txHash),
         'reading a receipt',
       );
-      if (receipt !== null) return this.judgeReceipt(attestation, revision.signature, receipt);
+      if (receipt === null) {
+        unmined.push(tx);
+        continue;
+      }
+      const judged = await this.judgeReceipt(attestation, revision.signature, receipt);
+      if (judged.state === 'accepted' || judged.state === 'in-flight') return judged;
+      minedButNotAccepted ??= judged;
+    }
 
+    for (const tx of unmined) {
       const transaction = await this.rpc(
-        () => provider.getTransaction(revision.tx!.txHash),
+        () => provider.getTransaction(tx.txHash),
         'reading a transaction',
       );
-      if (transaction !== null)
-        return {
-          state: 'in-flight',
-          reason: `transaction ${revision.tx.txHash} is waiting to be mined`,
-        };
+      if (transaction !== null) {
+        return { state: 'in-flight', reason: `transaction ${tx.txHash} is waiting to be mined` };
+      }
     }
 
     const accepted = await this.acceptedNonce(attestation.user);
-    if (accepted >= attestation.nonce) {
+    if (accepted < attestation.nonce) {
       return {
-        state: 'overtaken',
-        reason: `nonces(user) is ${accepted}, at or above this attestation's nonce ${attestation.nonce}, and no transaction of ours carried it`,
+        state: 'not-accepted',
+        reason: `nonces(user) is ${accepted}, below this attestation's nonce ${attestation.nonce}`,
+      };
+    }
+    if (minedButNotAccepted?.state === 'overtaken') return minedButNotAccepted;
+
+    // The nonce moved, and no receipt of ours shows it. If the account nonce of one of our
+    // transactions is used, that transaction may have been mined on a node whose receipts lag
+    // behind: taking a new nonce then could attest the job twice, so wait instead.
+    const mined = await this.rpc(
+      () => provider.getTransactionCount(this.wallet.address, 'latest'),
+      'reading the account nonce',
+    );
+    const unexplained = unmined.find((tx) => tx.accountNonce < mined);
+    if (unexplained !== undefined) {
+      // NOTE: if another revision's transaction used that account nonce, this waits until an
+      // operator looks: the log line repeats on every attempt.
+      return {
+        state: 'in-flight',
+        reason:
+          `nonces(user) is ${accepted}, and account nonce ${unexplained.accountNonce} of transaction ` +
+          `${unexplained.txHash} is used but its receipt cannot be found; waiting for it before any new nonce`,
       };
     }
     return {
-      state: 'not-accepted',
-      reason: `nonces(user) is ${accepted}, below this attestation's nonce ${attestation.nonce}`,
+      state: 'overtaken',
+      reason: `nonces(user) is ${accepted}, at or above this attestation's nonce ${attestation.nonce}, and no transaction of ours carried it`,
     };
   }
 
@@ -305,11 +341,26 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     }
 
     const acceptedAfter = await this.acceptedNonce(attestation.user, receipt.blockNumber);
-    if (acceptedAfter < attestation.nonce) {
+    const returned = await this.verifyResult(receipt.hash);
+    if (returned !== undefined) {
+      if (returned !== ZeroAddress) return accepted(receipt);
+      if (acceptedAfter >= attestation.nonce) {
+        return {
+          state: 'overtaken',
+          reason: `verify returned the zero address in transaction ${receipt.hash}: another attestation took nonce ${attestation.nonce} first`,
+        };
+      }
       const reason = await this.diagnose(attestation, signature, receipt.blockNumber);
       return { state: 'not-accepted', reason: reason.message };
     }
 
+    // Without a call trace, acceptance is inferred: the nonce reached ours in this block,
+    // verify would have accepted the attestation at the end of the block before, and no
+    // other verify call for the same agent came earlier in the block.
+    if (acceptedAfter < attestation.nonce) {
+      const reason = await this.diagnose(attestation, signature, receipt.blockNumber);
+      return { state: 'not-accepted', reason: reason.message };
+    }
     const before = await this.rpc(
       () =>
         this.callOracle<string>('verify', [attestation, signature], receipt.blockNumber - 1, true),
@@ -321,13 +372,92 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
         reason: `nonces(user) passed ${attestation.nonce} in block ${receipt.blockNumber}, but not through this attestation`,
       };
     }
+    const competitor = await this.earlierCompetitor(receipt, attestation.user);
+    if (competitor !== undefined) return competitor;
+    return accepted(receipt);
+  }
 
+  /**
+   * Reads what `verify` returned inside a mined transaction, from the node's call tracer.
+   * Returns undefined when the node offers no tracing (many public endpoints do not).
+   */
+  private async verifyResult(txHash: string): Promise<string | undefined> {
+    if (this.traceAvailable === false) return undefined;
+    let trace: { output?: unknown };
+    try {
+      trace = (await this.requireProvider().send('debug_traceTransaction', [
+        txHash,
+        { tracer: 'callTracer' },
+      ])) as { output?: unknown };
+    } catch (error) {
+      if (
+        /not found|not supported|does not exist|unsupported|not available|-32601|method/i.test(
+          JSON.stringify((error as { info?: unknown }).info ?? '') + describeError(error),
+        )
+      ) {
+        this.traceAvailable = false;
+        return undefined;
+      }
+      throw new RetryableError(`tracing transaction ${txHash} failed: ${shortRpcError(error)}`, {
+        cause: error,
+      });
+    }
+    this.traceAvailable = true;
+    if (typeof trace.output !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(trace.output))
+      return undefined;
+    return getAddress(`0x${trace.output.slice(-40)}`);
+  }
+
+  /**
+   * Looks for a direct verify call for the same agent earlier in the block, which could have
+   * taken the nonce instead of ours. With exactly one, its own simulation at the end of the
+   * block before decides; with more, acceptance cannot be proven without a call trace.
+   */
+  private async earlierCompetitor(
+    receipt: TransactionReceipt,
+    user: string,
+  ): Promise<Inspection | undefined> {
+    const block = await this.rpc(
+      () => this.requireProvider().getBlock(receipt.blockNumber, true),
+      'reading the block',
+    );
+    if (block === null) return undefined;
+    const oracle = this.requireOracle();
+    const competitors: Array<{ att: unknown; sig: string; hash: string }> = [];
+    for (const transaction of block.prefetchedTransactions) {
+      if (transaction.index >= receipt.index) continue;
+      if (transaction.to?.toLowerCase() !== this.options.oracleAddress.toLowerCase()) continue;
+      let decoded: ReturnType<typeof oracle.interface.parseTransaction>;
+      try {
+        decoded = oracle.interface.parseTransaction({ data: transaction.data });
+      } catch {
+        continue;
+      }
+      if (decoded?.name !== 'verify') continue;
+      const [att, sig] = decoded.args as unknown as [{ user: string }, string];
+      if (att.user.toLowerCase() === user.toLowerCase())
+        competitors.push({ att, sig, hash: transaction.hash });
+    }
+    if (competitors.length === 0) return undefined;
+
+    const only = competitors.length === 1 ? competitors[0] : undefined;
+    if (only !== undefined) {
+      const result = await this.rpc(
+        () =>
+          this.callOracle<string>('verify', [only.att, only.sig], receipt.blockNumber - 1, true),
+        'simulating an earlier verify call',
+      );
+      if (result === ZeroAddress) return undefined;
+      return {
+        state: 'overtaken',
+        reason: `transaction ${only.hash}, earlier in block ${receipt.blockNumber}, attested for the same agent first`,
+      };
+    }
     return {
-      state: 'accepted',
-      acceptance: {
-        reference: receipt.hash,
-        details: { blockNumber: receipt.blockNumber, gasUsed: receipt.gasUsed.toString() },
-      },
+      state: 'in-flight',
+      reason:
+        `${competitors.length} other verify calls for this agent came earlier in block ${receipt.blockNumber}, so acceptance ` +
+        'cannot be proven without debug_traceTransaction; use an RPC endpoint that offers it, or check the block by hand',
     };
   }
 
@@ -641,6 +771,16 @@ export function classifySendError(error: unknown): SendErrorKind {
   if (/already known|already imported|known transaction/i.test(text)) return 'already-known';
   if (/nonce too low/i.test(text)) return 'nonce-taken';
   return 'other';
+}
+
+function accepted(receipt: TransactionReceipt): Inspection {
+  return {
+    state: 'accepted',
+    acceptance: {
+      reference: receipt.hash,
+      details: { blockNumber: receipt.blockNumber, gasUsed: receipt.gasUsed.toString() },
+    },
+  };
 }
 
 function capped(value: bigint, cap: bigint | undefined): bigint {

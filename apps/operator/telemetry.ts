@@ -221,6 +221,12 @@ async function runDaemon(config: Config, logger: Logger, once: boolean): Promise
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal or a reload request must not stop a daemon without a word.
+  process.on('SIGHUP', () => {
+    logger.info(
+      'SIGHUP ignored: the daemon keeps running; restart it to load changed configuration',
+    );
+  });
 
   logger.info(
     {
