@@ -490,7 +490,7 @@ class Validator {
     const hex = value.startsWith('0x') ? value : `0x${value}`;
     if (!/^0x[0-9a-fA-F]{64}$/.test(hex) || !isValidPrivateKey(hex)) {
       this.problems.push(
-        `${where} is not a private key (value hidden): expected 64 hex digits for a number above 0 and below the secp256k1 curve order`,
+        `${where} is not a private key (value hidden): expected 32 bytes as 64 hex digits, a number above 0 and below the secp256k1 curve order`,
       );
       return undefined;
     }

@@ -587,3 +587,24 @@ describe('empty values', () => {
     assert.equal(raw.TELEMETRY_ROLE, '2');
   });
 });
+
+describe('private key range', () => {
+  test('zero and curve order rejected', () => {
+    for (const key of [
+      `0x${'0'.repeat(64)}`,
+      '0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141',
+    ]) {
+      const raw = mergeSettings(
+        [],
+        {
+          ENERGY_ORACLE_SIGNER_KEY: key,
+          ENERGY_ORACLE_ADDRESS: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
+          ENERGY_ORACLE_API_URL: 'http://127.0.0.1:9/a',
+          ENERGY_ORACLE_CHAIN_ID: '1',
+        },
+        undefined,
+      ).raw;
+      assert.throws(() => parseConfig(raw), /secp256k1 curve order/);
+    }
+  });
+});
