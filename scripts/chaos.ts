@@ -1,5 +1,5 @@
 /**
- * Chaos run: the crash test of test/integration/crash-contract.test.ts and crash-api.test.ts
+ * Chaos run: the crash test of test/integration/crash.test.ts
  * at a larger scale. It kills the built daemon with SIGKILL at seeded random moments while it
  * delivers, lets a last run finish without kills, and checks that the target accepted every
  * revision exactly once. Contract mode runs against anvil on 127.0.0.1; API mode runs

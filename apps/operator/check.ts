@@ -166,7 +166,7 @@ async function checkContract(config: Config, wallet: Wallet): Promise<CheckResul
   return results;
 }
 
-/** The API has no health route: any HTTP response proves it is reachable. */
+/** Checks that the API is reachable. It has no health route, so any HTTP response below 500 passes. */
 async function checkApi(config: Config): Promise<CheckResult> {
   const url = config.apiUrl ?? '';
   try {

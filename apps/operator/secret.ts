@@ -5,7 +5,7 @@ const REDACTED = '[redacted]';
 /**
  * A value that must never be printed: the signer key, the API token, a keystore password.
  * Every way Node or pino turns an object into text (`String`, `JSON.stringify`,
- * `util.inspect`) sees only `[redacted]`; `reveal()` is the one way to read it.
+ * `util.inspect`) gets only `[redacted]`; `reveal()` is the one way to read it.
  */
 export class Secret {
   readonly #value: string;

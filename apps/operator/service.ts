@@ -260,7 +260,7 @@ export class TelemetryService {
   /**
    * Guards against a lost or misplaced state file, which would send every job again. While
    * the state is empty, the oracle must not have accepted anything for the logged agents
-   * yet, unless TELEMETRY_ALLOW_EMPTY_STATE says so. Returns false to skip this cycle when
+   * yet, unless TELEMETRY_ALLOW_EMPTY_STATE is true. Returns false to skip this cycle when
    * the oracle cannot be read; throws a StateError when the check fails.
    */
   private async emptyStateIsSafe(): Promise<boolean> {

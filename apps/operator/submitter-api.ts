@@ -1,4 +1,4 @@
-import { RejectedError, RetryableError } from './errors';
+import { RejectedError, RetryableError, describeError } from './errors';
 import type { RejectionReason } from './errors';
 import type { Secret } from './secret';
 import type { PendingRevision } from './state';
@@ -69,7 +69,7 @@ export class ApiSubmitter implements Submitter {
       const body = parseJson(text);
       if (body === undefined && text.trim() !== '') {
         throw new RetryableError(
-          `the API responded ${response.status} with a body that is not JSON (${text.slice(0, 80).trim()}); a proxy may be answering for it`,
+          `the API responded ${response.status} with a body that is not JSON (${text.slice(0, 80).trim()}); a proxy may have responded in its place`,
         );
       }
       this.conflicts.delete(revision.idempotencyKey);
@@ -145,7 +145,8 @@ export class ApiSubmitter implements Submitter {
     } catch (error) {
       if (signal.aborted) throw error;
       throw new RetryableError(`the API request failed: ${this.redact(networkCause(error))}`, {
-        cause: new Error(this.redact(stripRequest(error).message)),
+        // Only the message: undici errors may carry the request, headers included.
+        cause: new Error(this.redact(describeError(error))),
       });
     }
   }
@@ -186,9 +187,4 @@ function networkCause(error: unknown): string {
   if (error.name === 'TimeoutError') return 'the request timed out';
   const cause = error.cause as { code?: string; message?: string } | undefined;
   return cause?.code ?? cause?.message ?? error.message;
-}
-
-/** Keeps only the message: undici errors may carry the request, headers included. */
-function stripRequest(error: unknown): Error {
-  return new Error(error instanceof Error ? error.message : String(error));
 }

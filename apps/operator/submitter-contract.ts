@@ -60,7 +60,7 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
   private chainId: bigint | undefined;
   private nextAccountNonce: number | undefined;
   private sendQueue: Promise<unknown> = Promise.resolve();
-  /** Whether the node answers debug_traceTransaction; unknown until first asked. */
+  /** Whether the node supports debug_traceTransaction; undefined until the first request. */
   private traceAvailable: boolean | undefined;
   /**
    * Raw transactions recently broadcast, by account nonce. After a re-org or a drop they are
@@ -151,17 +151,16 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
   }
 
   /**
-   * Finds where a revision stands. Every transaction sent for it is looked at, because an
+   * Finds the status of a revision. Every transaction sent for it is looked at, because an
    * older one (dropped, then mined after all) may be the one that carried it.
    */
   async inspect(revision: PendingRevision): Promise<Inspection> {
     const attestation = attestationFromJson(revision.attestation);
     const provider = this.requireProvider();
-    const sent = revision.txs.length > 0 ? revision.txs : revision.tx ? [revision.tx] : [];
     const unmined: TransactionRecord[] = [];
     let minedButNotAccepted: Inspection | undefined;
 
-    for (const tx of [...sent].reverse()) {
+    for (const tx of [...revision.txs].reverse()) {
       const receipt = await this.rpc(
         () => provider.getTransactionReceipt(tx.txHash),
         'reading a receipt',
@@ -690,10 +689,9 @@ export class ContractSubmitter implements Submitter, ContractNonceReader {
     asCall = false,
   ): Promise<T> {
     const fn = this.requireOracle().getFunction(method);
+    // `verify` is simulated from the signer's address; views need no sender.
     const overrides = { blockTag, ...(asCall ? { from: this.wallet.address } : {}) };
-    return (await (asCall
-      ? fn.staticCall(...args, overrides)
-      : fn.staticCall(...args, overrides))) as T;
+    return (await fn.staticCall(...args, overrides)) as T;
   }
 
   /** Reads `eth_chainId` with a plain request, so that an RPC that is down fails fast. */

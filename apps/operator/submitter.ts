@@ -13,7 +13,7 @@ export interface Acceptance {
   details: Record<string, unknown>;
 }
 
-/** Where a pending revision stands, found without sending anything. */
+/** Status of a pending revision, found without sending anything. */
 export type Inspection =
   | { state: 'accepted'; acceptance: Acceptance }
   | { state: 'in-flight'; reason: string }
@@ -36,12 +36,12 @@ export interface TargetInfo {
 export interface Submitter {
   /** Checks that the target is reachable and usable. Throws RetryableError while it is not. */
   connect(): Promise<TargetInfo>;
-  /** Seconds since the epoch as the target sees them, for deadlines. */
+  /** Seconds since the epoch by the target's clock, for deadlines. */
   currentTime(): Promise<bigint>;
   inspect(revision: PendingRevision): Promise<Inspection>;
   deliver(revision: PendingRevision, context: DeliveryContext): Promise<Acceptance>;
   /**
-   * Counts the users for whom the target already accepted attestations; undefined when the
+   * Counts the users that already have attestations accepted by the target; undefined when the
    * target cannot be asked (the API).
    */
   usersWithAcceptedAttestations(users: string[]): Promise<number | undefined>;

@@ -69,7 +69,7 @@ async function main(): Promise<number> {
     config = parseConfig(settings.raw);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    // A typo in a variable name is often the cause of a missing variable, so say both.
+    // A typo in a variable name is often the cause of a missing variable, so report both.
     const typos = unknown.map((name) => `${name} is not a variable this daemon reads (a typo?)`);
     if (cli.command === 'check') {
       const lines = [

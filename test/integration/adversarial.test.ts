@@ -14,7 +14,7 @@ import { seededRandom, writeJobLog } from '../support/log-factory';
 const ORACLE = '0x00000000000000000000000000000000000E0e0E';
 const AGENT = '0x4D83E0BCc1CaD3eB9a321da3Ae0e30680F4ff7E8';
 
-/** A plain HTTP server on 127.0.0.1 whose answers the test decides. */
+/** Starts a plain HTTP server on 127.0.0.1 whose responses the test decides. */
 async function scriptedServer(
   handler: (request: http.IncomingMessage, body: string, response: http.ServerResponse) => void,
 ): Promise<{ url: string; close: () => Promise<void> }> {

@@ -28,7 +28,7 @@ async function run(
   return { code, daemon };
 }
 
-/** The output lines that are not pino log lines (tables, JSON documents, check results). */
+/** Returns the output lines that are not pino log lines (tables, JSON documents, check results). */
 function printed(daemon: DaemonProcess): string {
   return daemon.lines
     .filter((line) => line.level === 'raw')

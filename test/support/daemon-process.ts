@@ -6,7 +6,7 @@ import path from 'node:path';
 
 /**
  * Starts the built daemon (`apps/operator/dist/telemetry.js`) as a child process and
- * collects its JSON log lines, so tests see exactly what an operator sees.
+ * collects its JSON log lines, so tests read exactly what an operator reads.
  */
 
 export const REPO_ROOT = path.resolve(__dirname, '../..');
@@ -65,7 +65,7 @@ export class DaemonProcess {
     return this.lines.filter((line) => line.msg === msg);
   }
 
-  /** Waits until `predicate` holds over the lines seen so far; fails after `timeoutMs`. */
+  /** Waits until `predicate` is true for the lines read so far; fails after `timeoutMs`. */
   async waitFor(
     predicate: (lines: LogLine[]) => boolean,
     timeoutMs: number,
@@ -128,7 +128,7 @@ export class DaemonProcess {
   }
 }
 
-/** A fresh temporary folder that the test removes with `cleanup`. */
+/** Creates a temporary folder that the test removes with `cleanup`. */
 export function temporaryFolder(prefix: string): { path: string; cleanup: () => void } {
   const folder = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
   return { path: folder, cleanup: () => fs.rmSync(folder, { recursive: true, force: true }) };
